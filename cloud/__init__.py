@@ -1,0 +1,1 @@
+"""pledgewatch cloud package (filled by later issues)."""

@@ -1,0 +1,1 @@
+"""pledgewatch edge package (filled by later issues)."""

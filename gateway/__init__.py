@@ -1,0 +1,1 @@
+"""pledgewatch gateway package (filled by later issues)."""
