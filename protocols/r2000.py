@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Final, Literal
 
-from protocols._base import NEED_MORE, Message, ParseResult, StreamDecoder
+from protocols._base import NEED_MORE, FrameError, Message, ParseResult, StreamDecoder
+from protocols._cli import parse_hex
 from protocols._crc import sum8_twos_complement
 from protocols.messages import TagRead
 
@@ -34,6 +35,7 @@ __all__ = [
     "OutputPower",
     "ReaderError",
     "Response",
+    "decode_frame_arg",
     "encode_command",
     "encode_command_result",
     "encode_custom_session_inventory",
@@ -415,3 +417,11 @@ class Decoder(StreamDecoder):
                                    f"cmd 0x{cmd:02X} reply with {len(data)} data bytes fits no "
                                    "known layout")
         return end, msg
+
+
+def decode_frame_arg(arg: str, *, sent_by: Literal["device", "host"] = "device"
+                     ) -> list[Message | FrameError]:
+    """Decode one command-line FRAME (hex) for ``pledgewatch decode r2000``."""
+    data = parse_hex(arg)
+    dec = Decoder("host" if sent_by == "device" else "device")
+    return dec.feed(data) + dec.flush()
