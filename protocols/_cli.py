@@ -11,7 +11,7 @@ import re
 import string
 from typing import Final
 
-__all__ = ["CONTROL_NAMES", "HexFrameError", "parse_hex", "parse_text", "looks_like_hex"]
+__all__ = ["CONTROL_NAMES", "HexFrameError", "looks_like_hex", "parse_hex", "parse_text"]
 
 CONTROL_NAMES: Final = {
     "NUL": 0x00, "SOH": 0x01, "STX": 0x02, "ETX": 0x03, "EOT": 0x04, "ENQ": 0x05, "ACK": 0x06,
