@@ -192,6 +192,14 @@ class SimDevice:
         self.sent: list[SentFrame] = []
         self.received = 0  # host bytes seen
 
+    @classmethod
+    def demo(cls, *, seed: int = 0, faults: Faults | None = None,
+             clock: Clock | None = None) -> SimDevice:
+        """A ready-to-serve instance with a plausible default setup, used by
+        ``pledgewatch sim device KIND``. Subclasses that need more arguments (a tag
+        population, a truck schedule) override this."""
+        return cls(seed=seed, faults=faults, clock=clock)
+
     # -- behaviour (override) ----------------------------------------------------------
     def handle(self, data: bytes) -> list[bytes]:
         """Bytes written by the host; return reply frames."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from firmware_sim._device import SimDevice
+import random
+
+from firmware_sim._device import Clock, Faults, SimDevice
 from protocols import r2000
 
-__all__ = ["R2000Reader", "SimTag"]
+__all__ = ["R2000Reader", "SimTag", "herd_tags"]
 
 # garbage that never contains the frame head 0xA0
 _NO_HEAD = bytes(b for b in range(256) if b != r2000.HEAD)
@@ -23,6 +25,20 @@ class SimTag:
     antennas: frozenset[int] = frozenset({1})
     rssi_dbm: int = -60
     read_probability: float = 1.0
+
+
+def herd_tags(n: int, *, seed: int = 0, antennas: int = 4) -> list[SimTag]:
+    """``n`` 96-bit ear-tag EPCs, each seen by one or two of ``antennas`` ports."""
+    rng = random.Random(seed)
+    tags = []
+    for i in range(n):
+        first = 1 + i % antennas
+        ports = {first} | ({1 + (first % antennas)} if rng.random() < 0.2 else set())
+        epc = bytes.fromhex("E2801170") + (seed & 0xFFFF).to_bytes(2, "big") + i.to_bytes(
+            6, "big")
+        tags.append(SimTag(epc=epc, antennas=frozenset(ports), rssi_dbm=rng.randint(-75, -40),
+                           read_probability=rng.uniform(0.7, 1.0)))
+    return tags
 
 
 class R2000Reader(SimDevice):
@@ -51,6 +67,12 @@ class R2000Reader(SimDevice):
         self.power_dbm: tuple[int, ...] = (30,)
         self.decoder = r2000.Decoder("device")
         self.commands: list[r2000.Command] = []
+
+    @classmethod
+    def demo(cls, *, seed: int = 0, faults: Faults | None = None,
+             clock: Clock | None = None) -> R2000Reader:
+        """A reader with 4 antennas and 50 ear tags spread over them."""
+        return cls(tags=herd_tags(50, seed=seed), seed=seed, faults=faults, clock=clock)
 
     def handle(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []

@@ -1,0 +1,3 @@
+from pledgewatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""The ``pledgewatch`` command line: ``decode``, ``sim device``, ``demo``.
+
+Exit codes: 0 success, 1 some input was bad (decode), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TextIO
+
+from protocols._base import FrameError, Message
+
+__all__ = ["DECODE_PROTOCOLS", "main"]
+
+# protocol name -> (module, input form shown in help)
+DECODE_PROTOCOLS: Final = {
+    "r2000": ("protocols.r2000", "hex"),
+    "thingmagic": ("protocols.thingmagic", "hex"),
+    "chafon": ("protocols.chafon", "hex"),
+    "nmea": ("protocols.nmea", "text line"),
+    "xk3190": ("protocols.xk3190", "hex"),
+    "toledo": ("protocols.toledo", "hex"),
+    "mtsics": ("protocols.mtsics", "text line"),
+    "digistar": ("protocols.digistar", "text with <STX> notation, or hex"),
+    "modbus": ("protocols.modbus", "hex"),
+    "iso11784": ("protocols.iso11784", "animal ID in any display form"),
+}
+
+EXIT_OK: Final = 0
+EXIT_BAD_INPUT: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class UsageError(Exception):
+    """Bad command-line usage: printed as one line, exit 2."""
+
+
+def _emit(obj: dict[str, Any], out: TextIO) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _frames_from(args_frames: Sequence[str], stdin: TextIO) -> Iterable[str]:
+    if args_frames:
+        yield from args_frames
+        return
+    for line in stdin:
+        line = line.rstrip("\r\n")
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line
+
+
+def _split_direction(frame: str, default: str) -> tuple[str, str]:
+    """A pasted log line may start with ``> `` (host -> device) or ``< `` (device -> host)."""
+    s = frame.lstrip()
+    if s[:2] in ("> ", "< "):
+        return ("host" if s[0] == ">" else "device"), s[2:].strip()
+    return default, frame
+
+
+def cmd_decode(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    proto = ns.protocol
+    if proto not in DECODE_PROTOCOLS:
+        raise UsageError(f"unknown protocol {proto!r}; choose one of: "
+                         f"{', '.join(DECODE_PROTOCOLS)}")
+    module = importlib.import_module(DECODE_PROTOCOLS[proto][0])
+    decode = module.decode_frame_arg
+    default_dir = "host" if ns.from_host else "device"
+    bad = 0
+    count = 0
+    for frame in _frames_from(ns.frames, stdin):
+        count += 1
+        sent_by, text = _split_direction(frame, default_dir)
+        try:
+            items: list[Message | FrameError] = (
+                decode(text, sent_by=sent_by) if proto != "iso11784" else decode(text))
+        except ValueError as exc:  # bad hex or an argument the codec cannot take
+            items = [FrameError("bad_input", text.encode("utf-8", "replace"), 0, str(exc),
+                                proto)]
+        if not items:
+            items = [FrameError("incomplete", text.encode("utf-8", "replace"), 0,
+                                "no complete frame in input", proto)]
+        for item in items:
+            d = item.to_dict()
+            if item.type == "error":
+                bad += 1
+                d.setdefault("input", frame)
+            _emit(d, out)
+    if count == 0:
+        err.write("pledgewatch decode: no frames given (pass FRAME arguments or lines on "
+                  "stdin)\n")
+        return EXIT_USAGE
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def _parse_faults(spec: str | None) -> Any:
+    from firmware_sim import Faults
+
+    if not spec:
+        return Faults()
+    kw: dict[str, float] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in Faults.__dataclass_fields__:
+            raise UsageError(f"bad --faults item {part!r}; use name=probability with names "
+                             f"{', '.join(Faults.__dataclass_fields__)}")
+        try:
+            kw[key] = int(value) if key == "garbage_max" else float(value)
+        except ValueError:
+            raise UsageError(f"bad --faults value in {part!r}: not a number") from None
+    try:
+        return Faults(**kw)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_sim_device(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    import signal
+    import threading
+
+    from firmware_sim import DEVICE_KINDS, PtyLink, TcpLink, WallClock, device_class
+
+    if ns.kind not in DEVICE_KINDS:
+        raise UsageError(f"unknown device kind {ns.kind!r}; choose one of: "
+                         f"{', '.join(DEVICE_KINDS)}")
+    faults = _parse_faults(ns.faults)
+    cls = device_class(ns.kind)
+    device = cls.demo(seed=ns.seed, faults=faults, clock=WallClock())
+    link: PtyLink | TcpLink
+    if ns.tcp is not None:
+        link = TcpLink(device, port=ns.tcp)
+    else:
+        link = PtyLink(device)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with link:
+        where = link.path if isinstance(link, PtyLink) else link.url
+        out.write(where + "\n")
+        out.flush()
+        err.write(f"simulated {ns.kind} device serving on {where} (seed {ns.seed}); "
+                  "Ctrl-C to stop\n")
+        try:
+            while not stop.wait(0.2 if ns.duration is None else min(0.2, ns.duration)):
+                if link.error is not None:
+                    raise link.error
+                if ns.duration is not None:
+                    ns.duration -= 0.2
+                    if ns.duration <= 0:
+                        break
+        except KeyboardInterrupt:
+            pass
+    err.write(f"stopped: {len(device.sent)} frames sent, {device.received} bytes received\n")
+    return EXIT_OK
+
+
+def cmd_demo(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from pledgewatch.demo import run_reader_demo
+
+    return run_reader_demo(tags=ns.tags, duration=ns.duration, seed=ns.seed, out=out, err=err)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pledgewatch",
+        description="Collateral monitoring for cattle and warehouse goods: device codecs, "
+                    "simulated devices, edge gateway and cloud.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    protos = "\n".join(f"  {k:<11} {v[1]}" for k, v in DECODE_PROTOCOLS.items())
+    d = sub.add_parser(
+        "decode", help="decode device frames to JSON (for installers wiring a device)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decode frames of a device protocol and print one JSON object per "
+                    "message.\nExit 0 if every frame decoded, 1 if any was bad, 2 on usage "
+                    "errors.\n\nProtocols and FRAME forms:\n" + protos +
+                    "\n\nWith no FRAME, lines are read from stdin ('#' lines skipped). A "
+                    "line starting\nwith '> ' is taken as sent by the host, '< ' as sent by the "
+                    "device.")
+    d.add_argument("protocol", metavar="PROTOCOL", help=", ".join(DECODE_PROTOCOLS))
+    d.add_argument("frames", metavar="FRAME", nargs="*")
+    d.add_argument("--from-host", action="store_true",
+                   help="frames are host commands (default: device output)")
+    d.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("sim", help="simulated devices and worlds")
+    ssub = s.add_subparsers(dest="sim_command", metavar="SIMCOMMAND")
+    sd = ssub.add_parser("device", help="serve one simulated device on a pty or TCP port")
+    sd.add_argument("kind", metavar="KIND", help="r2000, thingmagic, gps, xk3190, toledo, "
+                                                 "digistar, modbus")
+    where = sd.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a pty pair (default); "
+                       "prints the device path")
+    where.add_argument("--tcp", type=int, metavar="PORT",
+                       help="serve on 127.0.0.1:PORT (0 = any free port); prints the URL")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--faults", metavar="SPEC",
+                    help="fault probabilities, e.g. split=0.1,garbage=0.05,bad_checksum=0.01")
+    sd.add_argument("--duration", type=float, help="stop after this many seconds")
+    sd.set_defaults(func=cmd_sim_device)
+
+    dm = sub.add_parser("demo", help="run the demo (for now: a simulated UHF reader on a pty "
+                                     "read through the R2000 codec)")
+    dm.add_argument("--tags", type=int, default=24, help="ear tags in the reader's field")
+    dm.add_argument("--duration", type=float, help="stop after this many seconds "
+                                                   "(default: until Ctrl-C)")
+    dm.add_argument("--seed", type=int, default=1)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+         err: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    stdin = stdin or sys.stdin
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage
+        return int(exc.code or 0) and EXIT_USAGE
+    if not getattr(ns, "func", None):
+        parser.print_help(err)
+        return EXIT_USAGE
+    try:
+        return int(ns.func(ns, out, err, stdin))
+    except UsageError as exc:
+        err.write(f"pledgewatch: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
