@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 some input was bad (decode), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -219,9 +220,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     stdin = stdin or sys.stdin
     parser = build_parser()
     try:
-        ns = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage
-        return int(exc.code or 0) and EXIT_USAGE
+        with contextlib.redirect_stderr(err):
+            ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed usage (exit 2) or --help (exit 0)
+        return EXIT_USAGE if exc.code else EXIT_OK
     if not getattr(ns, "func", None):
         parser.print_help(err)
         return EXIT_USAGE
