@@ -25,7 +25,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from typing import ClassVar, Final, Protocol
+from typing import ClassVar, Final, Protocol, Self
 
 __all__ = [
     "Clock",
@@ -244,7 +244,7 @@ class _Link:
         self.written = 0
         self.error: BaseException | None = None
 
-    def __enter__(self) -> _Link:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -104,8 +104,9 @@ class FrameError:
 
 # A frame parser looks at ``buf`` from ``start`` (where a sync byte was found) and returns
 # NEED_MORE, or (end, item) where ``end`` is the index just past the bytes it consumed and
-# ``item`` a Message, a FrameError, or None (bytes consumed silently, e.g. a blank line).
-ParseResult = NeedMore | tuple[int, "Message | FrameError | None"]
+# ``item`` a Message, a FrameError, a tuple of messages (one frame carrying several, e.g. a
+# multi-tag report), or None (bytes consumed silently, e.g. a blank line).
+ParseResult = NeedMore | tuple[int, "Message | FrameError | tuple[Message, ...] | None"]
 
 
 class StreamDecoder:
@@ -169,9 +170,12 @@ class StreamDecoder:
                 break
             end, item = res  # type: ignore[misc]
             if item is not None:
-                if isinstance(item, FrameError) and not item.protocol:
-                    item = dataclasses.replace(item, protocol=self.PROTOCOL)
-                append(item)
+                if isinstance(item, tuple):
+                    out.extend(item)
+                elif isinstance(item, FrameError) and not item.protocol:
+                    append(dataclasses.replace(item, protocol=self.PROTOCOL))
+                else:
+                    append(item)
             pos = end
         if pos:
             del self._buf[:pos]

@@ -24,7 +24,10 @@ def capture_lines(name: str) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def feed_all(factory: DecoderFactory, data: bytes, *, flush: bool = True) -> list:
+Decoded = list[Message | FrameError]
+
+
+def feed_all(factory: DecoderFactory, data: bytes, *, flush: bool = True) -> Decoded:
     dec = factory()
     out = dec.feed(data)
     if flush:
@@ -59,7 +62,7 @@ def check_bytewise_equals_oneshot(factory: DecoderFactory, stream: bytes) -> Non
     """Feeding one byte at a time gives the same messages as feeding everything at once."""
     one = feed_all(factory, stream)
     dec = factory()
-    many: list = []
+    many: Decoded = []
     for b in stream:
         many += dec.feed(bytes((b,)))
     many += dec.flush()
@@ -85,7 +88,7 @@ def check_never_raises(factory: DecoderFactory, data: bytes, chunk: int) -> None
     """Arbitrary bytes in arbitrary chunks: only messages and structured errors come out, and
     every byte fed is either decoded, reported, or still buffered below the cap."""
     dec = factory()
-    out: list = []
+    out: Decoded = []
     for i in range(0, len(data), max(1, chunk)):
         out += dec.feed(data[i:i + chunk])
     assert all(isinstance(o, Message | FrameError) for o in out)
