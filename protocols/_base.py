@@ -106,7 +106,8 @@ class FrameError:
 # NEED_MORE, or (end, item) where ``end`` is the index just past the bytes it consumed and
 # ``item`` a Message, a FrameError, a tuple of messages (one frame carrying several, e.g. a
 # multi-tag report), or None (bytes consumed silently, e.g. a blank line).
-ParseResult = NeedMore | tuple[int, "Message | FrameError | tuple[Message, ...] | None"]
+ParseResult = NeedMore | tuple[
+    int, "Message | FrameError | tuple[Message | FrameError, ...] | None"]
 
 
 class StreamDecoder:
@@ -170,12 +171,10 @@ class StreamDecoder:
                 break
             end, item = res  # type: ignore[misc]
             if item is not None:
-                if isinstance(item, tuple):
-                    out.extend(item)
-                elif isinstance(item, FrameError) and not item.protocol:
-                    append(dataclasses.replace(item, protocol=self.PROTOCOL))
-                else:
-                    append(item)
+                for it in item if isinstance(item, tuple) else (item,):
+                    if isinstance(it, FrameError) and not it.protocol:
+                        it = dataclasses.replace(it, protocol=self.PROTOCOL)
+                    append(it)
             pos = end
         if pos:
             del self._buf[:pos]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 from typing import Final
 
 __all__ = [
@@ -24,19 +25,8 @@ def _reflected_table(poly: int) -> tuple[int, ...]:
     return tuple(table)
 
 
-def _msb_table(poly: int) -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        crc = i << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ poly) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-        table.append(crc)
-    return tuple(table)
-
-
 _MODBUS_TABLE: Final = _reflected_table(0xA001)
 _MCRF4XX_TABLE: Final = _reflected_table(0x8408)
-_CCITT_TABLE: Final = _msb_table(0x1021)
 
 
 def crc16_modbus(data: bytes) -> int:
@@ -54,13 +44,6 @@ def crc16_mcrf4xx(data: bytes) -> int:
     t = _MCRF4XX_TABLE
     for b in data:
         crc = (crc >> 8) ^ t[(crc ^ b) & 0xFF]
-    return crc
-
-
-def _ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
-    t = _CCITT_TABLE
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ t[((crc >> 8) ^ b) & 0xFF]
     return crc
 
 
@@ -83,12 +66,12 @@ def crc16_thingmagic(data: bytes) -> int:
     """
     if len(data) < 2:
         return _thingmagic_bitwise(data)
-    return _ccitt_false(data[:-2], 0x1D0F) ^ ((data[-2] << 8) | data[-1])
+    return binascii.crc_hqx(data[:-2], 0x1D0F) ^ ((data[-2] << 8) | data[-1])
 
 
 def crc16_gen2(data: bytes) -> int:
     """EPC Gen2 tag CRC-16 (poly 0x1021, init 0xFFFF, xorout 0xFFFF) over PC + EPC."""
-    return _ccitt_false(data) ^ 0xFFFF
+    return binascii.crc_hqx(data, 0xFFFF) ^ 0xFFFF
 
 
 def sum8_twos_complement(data: bytes) -> int:
