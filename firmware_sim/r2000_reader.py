@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
-
 import random
+from typing import ClassVar
 
 from firmware_sim._device import Clock, Faults, SimDevice
 from protocols import r2000

@@ -76,8 +76,7 @@ def cmd_decode(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) 
         count += 1
         sent_by, text = _split_direction(frame, default_dir)
         try:
-            items: list[Message | FrameError] = (
-                decode(text, sent_by=sent_by) if proto != "iso11784" else decode(text))
+            items: list[Message | FrameError] = decode(text, sent_by=sent_by)
         except ValueError as exc:  # bad hex or an argument the codec cannot take
             items = [FrameError("bad_input", text.encode("utf-8", "replace"), 0, str(exc),
                                 proto)]
@@ -132,10 +131,7 @@ def cmd_sim_device(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
     cls = device_class(ns.kind)
     device = cls.demo(seed=ns.seed, faults=faults, clock=WallClock())
     link: PtyLink | TcpLink
-    if ns.tcp is not None:
-        link = TcpLink(device, port=ns.tcp)
-    else:
-        link = PtyLink(device)
+    link = TcpLink(device, port=ns.tcp) if ns.tcp is not None else PtyLink(device)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with link:
