@@ -24,7 +24,7 @@ DECODE_PROTOCOLS: Final = {
     "chafon": ("protocols.chafon", "hex"),
     "nmea": ("protocols.nmea", "text line"),
     "xk3190": ("protocols.xk3190", "hex"),
-    "toledo": ("protocols.toledo", "hex"),
+    "toledo": ("protocols.toledo", "hex, or the printed status+weight+tare form"),
     "mtsics": ("protocols.mtsics", "text line"),
     "digistar": ("protocols.digistar", "text with <STX> notation, or hex"),
     "modbus": ("protocols.modbus", "hex"),

@@ -34,7 +34,7 @@ def weight_to_kg(weight: float | None, unit: str | None) -> float | None:
     if unit == "lb":
         return round(weight * LB_TO_KG, 6)
     if unit == "g":
-        return weight / 1000.0
+        return round(weight / 1000.0, 9)
     if unit == "t":
         return weight * 1000.0
     return None
