@@ -41,6 +41,7 @@ DEVICE_KINDS: Final = {
     "toledo": "firmware_sim.toledo_scale:ToledoScale",
     "digistar": "firmware_sim.digistar_indicator:DigiStarIndicator",
     "modbus": "firmware_sim.modbus_feeder:ModbusFeeder",
+    "llrp": "firmware_sim.llrp_reader:LlrpReader",
 }
 
 

@@ -209,6 +209,11 @@ class SimDevice:
         """Frames due by ``now`` (continuous output)."""
         return []
 
+    def on_connect(self) -> list[bytes]:
+        """A host connected (:class:`TcpLink` only); return frames to send before anything
+        else, e.g. an LLRP reader's READER_EVENT_NOTIFICATION. Default: none."""
+        return []
+
     def corrupt(self, frame: bytes) -> bytes:
         """A copy of ``frame`` whose integrity check fails. Default: flip the low bit of the
         byte in the middle, which changes an ASCII digit or a payload byte."""
@@ -414,6 +419,9 @@ class TcpLink(_Link):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._conn = conn
                 self.connections += 1
+                greeting = self.device.on_connect()
+                if greeting:
+                    self._send(greeting)
             return None
         r, _, _ = select.select([self._conn], [], [], timeout)
         if not r:

@@ -28,6 +28,7 @@ DECODE_PROTOCOLS: Final = {
     "mtsics": ("protocols.mtsics", "text line"),
     "digistar": ("protocols.digistar", "text with <STX> notation, or hex"),
     "modbus": ("protocols.modbus", "hex"),
+    "llrp": ("protocols.llrp", "hex of one or more LLRP messages"),
     "iso11784": ("protocols.iso11784", "animal ID in any display form"),
 }
 
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="sim_command", metavar="SIMCOMMAND")
     sd = ssub.add_parser("device", help="serve one simulated device on a pty or TCP port")
     sd.add_argument("kind", metavar="KIND", help="r2000, thingmagic, gps, xk3190, toledo, "
-                                                 "digistar, modbus")
+                                                 "digistar, modbus, llrp (TCP only)")
     where = sd.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pty pair (default); "
                        "prints the device path")
