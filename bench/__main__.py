@@ -1,16 +1,22 @@
-"""``python -m bench``: run every benchmark, print a table, write bench/results.json."""
+"""``python -m bench``: run every benchmark, print a table, write bench/results.json.
+
+Every row carries its own baseline measured in the same run on the same data; ``ratio`` is
+baseline time / measured time (1.0 = as fast as the baseline)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from bench import codecs
+SUITES = ("codecs", "aggregate", "outbox")
 
 
 def _machine() -> dict[str, object]:
@@ -18,22 +24,46 @@ def _machine() -> dict[str, object]:
             "cpus": os.cpu_count()}
 
 
+def _rate(row: dict[str, Any]) -> tuple[str, float]:
+    for key, value in row.items():
+        if key.endswith("_per_s") and not key.startswith("baseline"):
+            return key.removesuffix("_per_s"), float(value)
+    return "", 0.0
+
+
+def _baseline_rate(row: dict[str, Any]) -> float:
+    for key, value in row.items():
+        if key.startswith("baseline") and key.endswith("_per_s"):
+            return float(value)
+    return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--frames", type=int, default=100_000, help="frames per codec stream")
+    p.add_argument("suites", nargs="*", default=list(SUITES), help=", ".join(SUITES))
     p.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ns = p.parse_args(argv)
-    results = codecs.run(frames=ns.frames)
-    print(f"{'benchmark':<20} {'frames/s':>12} {'MB/s':>8} {'find frames/s':>14} "
-          f"{'ratio':>7}")
+    results: list[dict[str, Any]] = []
+    for name in ns.suites:
+        if name not in SUITES:
+            p.error(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
+        t0 = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows = importlib.import_module(f"bench.{name}").run()
+        print(f"  {name}: {len(rows)} figures in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr, flush=True)
+        results += rows
+    print(f"{'benchmark':<34} {'unit':<9} {'per second':>12} {'baseline/s':>12} {'ratio':>7}"
+          "  baseline")
     for r in results:
-        print(f"{r['bench']:<20} {r['frames_per_s']:>12,.0f} {r['mb_per_s']:>8.1f} "
-              f"{r['baseline_frames_per_s']:>14,.0f} {r['ratio_vs_baseline']:>7.3f}")
+        unit, rate = _rate(r)
+        print(f"{r['bench']:<34} {unit:<9} {rate:>12,.0f} {_baseline_rate(r):>12,.0f} "
+              f"{r.get('ratio_vs_baseline', float('nan')):>7.3f}  {r.get('baseline', '')}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {rss_mb:.0f} MB; ratio = time(bytes.find scan) / time(decode), "
-          "same data, same run")
+    print(f"peak RSS of the benchmark process: {rss_mb:.0f} MB")
     Path(ns.out).write_text(json.dumps({"machine": _machine(), "peak_rss_mb": rss_mb,
                                         "results": results}, indent=2))
+    print(f"results written to {ns.out}")
     return 0
 
 

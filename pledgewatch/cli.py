@@ -9,8 +9,10 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from protocols._base import FrameError, Message
@@ -161,6 +163,89 @@ def cmd_demo(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) ->
     return run_reader_demo(tags=ns.tags, duration=ns.duration, seed=ns.seed, out=out, err=err)
 
 
+def cmd_edge_keygen(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from gateway.errors import KeyFileError
+    from gateway.keys import generate_keypair, public_key_b64, public_key_path
+
+    try:
+        ns.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = generate_keypair(ns.path)
+    except KeyFileError as exc:
+        err.write(f"pledgewatch edge keygen: {exc}\n")
+        return EXIT_BAD_INPUT
+    out.write(public_key_b64(key) + "\n")
+    err.write(f"private key {ns.path} (mode 0600), public key {public_key_path(ns.path)}; "
+              "register the public key (printed above) with the cloud\n")
+    return EXIT_OK
+
+
+def _load_site(ns: argparse.Namespace, err: TextIO) -> Any:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        return load_config(ns.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            err.write(line + "\n")
+        return None
+
+
+def cmd_edge_check(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from gateway.errors import GatewayError
+    from gateway.keys import load_private_key
+
+    cfg = _load_site(ns, err)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    try:
+        load_private_key(cfg.gateway.key_file)
+    except GatewayError as exc:
+        err.write(f"{ns.config}: gateway.key_file: {exc}\n")
+        return EXIT_BAD_INPUT
+    out.write(f"{ns.config}: ok: gateway {cfg.gateway.id}, {len(cfg.device)} devices, "
+              f"uplink {cfg.uplink.kind}\n")
+    return EXIT_OK
+
+
+def cmd_edge_run(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    import asyncio
+    import logging
+
+    from gateway.app import Gateway
+    from gateway.errors import GatewayError
+
+    cfg = _load_site(ns, err)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO, stream=err,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        gw = Gateway(cfg, ack_log=ns.ack_log)
+    except (GatewayError, ValueError, TypeError) as exc:
+        err.write(f"{ns.config}: {exc}\n")
+        return EXIT_BAD_INPUT
+    if gw.outbox.recovered_from is not None:
+        err.write(f"outbox was corrupt ({gw.outbox.recovery_problem}); moved to "
+                  f"{gw.outbox.recovered_from}, started a fresh one\n")
+
+    async def main_task() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        await gw.run(on_ready=lambda port: err.write(
+            f"gateway {cfg.gateway.id} running; health on "
+            f"http://{cfg.gateway.http_host}:{port}/healthz\n"))
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(main_task())
+    err.write("gateway stopped\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pledgewatch",
@@ -200,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--duration", type=float, help="stop after this many seconds")
     sd.set_defaults(func=cmd_sim_device)
 
+    e = sub.add_parser("edge", help="the site gateway: run it, check its config, make its key")
+    esub = e.add_subparsers(dest="edge_command", metavar="EDGECOMMAND")
+    er = esub.add_parser("run", help="run the gateway of a site config")
+    er.add_argument("--config", required=True, type=Path, metavar="SITE.toml")
+    er.add_argument("--ack-log", type=Path, metavar="FILE",
+                    help="append a digest of every reading committed to the outbox (audits, "
+                         "tests)")
+    er.add_argument("-v", "--verbose", action="store_true")
+    er.set_defaults(func=cmd_edge_run)
+    ec = esub.add_parser("check", help="validate a site config and its key file")
+    ec.add_argument("--config", required=True, type=Path, metavar="SITE.toml")
+    ec.set_defaults(func=cmd_edge_check)
+    ek = esub.add_parser("keygen", help="create the gateway's Ed25519 key pair (private key "
+                                        "mode 0600, PATH.pub beside it)")
+    ek.add_argument("path", type=Path, metavar="PATH")
+    ek.set_defaults(func=cmd_edge_keygen)
+
     dm = sub.add_parser("demo", help="run the demo (for now: a simulated UHF reader on a pty "
                                      "read through the R2000 codec)")
     dm.add_argument("--tags", type=int, default=24, help="ear tags in the reader's field")
@@ -216,6 +318,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     err = err or sys.stderr
     stdin = stdin or sys.stdin
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["decode"] and "--from-host" in argv:
+        # allow the flag anywhere, e.g. after PROTOCOL (argparse would take it for a FRAME
+        # position error otherwise)
+        argv = ["decode", "--from-host", *[a for a in argv[1:] if a != "--from-host"]]
     try:
         with contextlib.redirect_stderr(err):
             ns = parser.parse_args(argv)
@@ -231,6 +338,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `pledgewatch decode ... | head -1`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
+        return EXIT_OK
 
 
 if __name__ == "__main__":

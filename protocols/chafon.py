@@ -536,4 +536,13 @@ def decode_frame_arg(arg: str, *, sent_by: Literal["device", "host"] = "device",
     replies are auto-detected (18 vs 288M) unless ``variant`` says otherwise."""
     data = parse_hex(arg)
     dec = Decoder("host" if sent_by == "device" else "device", variant)
-    return dec.feed(data) + dec.flush()
+    out = dec.feed(data) + dec.flush()
+    # A stream decoder without a sync byte cannot tell a corrupted frame from noise, so it
+    # reports the pieces; a FRAME argument is one frame, so say what is wrong with it.
+    if (len(data) >= MIN_COMMAND_LEN + 1 and data[0] + 1 == len(data)
+            and all(isinstance(o, FrameError) for o in out)
+            and _crc_le(data[:-2]) != data[-2:]):
+        return [dec.error("bad_checksum", data, 0,
+                          f"expected CRC {_crc_le(data[:-2]).hex(' ').upper()}, got "
+                          f"{data[-2:].hex(' ').upper()}")]
+    return out

@@ -334,7 +334,7 @@ def _decode_reply(address: int, cmd: int, data: bytes) -> Message | None:
         if n >= 4 and n % 2 == 0:
             pc = (data[1] << 8) | data[2]
             epc_len = (pc >> 11) * 2
-            if n == epc_len + 4:
+            if n == epc_len + 4 and epc_len:
                 fa = data[0]
                 return TagRead(
                     epc=data[3:3 + epc_len].hex().upper(),

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -121,3 +122,28 @@ def test_demo_prints_decoded_tag_reads() -> None:
     assert int(summary.group(2)) == len(epcs)
     # the demo herd's EPCs: E2801170 + seed + 6-byte index
     assert all(e.startswith("E28011700001") and int(e[12:], 16) < 6 for e in epcs)
+
+
+def test_from_host_flag_after_protocol() -> None:
+    code, lines, _ = run("decode", "r2000", "--from-host", "A0 04 01 89 01 D1")
+    assert code == 0 and lines[0]["name"] == "real_time_inventory"
+
+
+def test_empty_epc_tag_frame_is_an_error() -> None:
+    code, lines, _ = run("decode", "r2000", "A0 07 01 89 01 00 00 52 7C")
+    assert code == 1 and lines[0]["error"] == "bad_field"
+
+
+def test_chafon_single_corrupted_frame_is_one_bad_checksum() -> None:
+    code, lines, _ = run("decode", "chafon", "05 00 2F 00 CD 8D")
+    assert code == 1 and [ln["error"] for ln in lines] == ["bad_checksum"]
+
+
+def test_closed_stdout_is_not_a_traceback(tmp_path: Path) -> None:
+    frames = tmp_path / "gll.txt"
+    frames.write_text("$GPGLL,4916.45,N,12311.12,W,225444,A,*1D\n" * 20000)
+    res = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -m pledgewatch decode nmea < '{frames}' | head -1"],
+        capture_output=True, text=True, timeout=120)
+    assert len(res.stdout.splitlines()) == 1 and '"sentence": "GLL"' in res.stdout
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
