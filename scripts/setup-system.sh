@@ -5,7 +5,7 @@
 # chromium) come into the tests.
 set -euo pipefail
 
-APT_PACKAGES=()   # nothing yet: the foundation needs only Python (ptys are in the kernel)
+APT_PACKAGES=(mosquitto)   # MQTT broker for the MQTT driver and uplink tests
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
