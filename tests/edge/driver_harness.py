@@ -4,6 +4,7 @@ in-memory sink that records what the driver acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -45,9 +46,12 @@ async def run_driver(driver: Driver, url: str, *, until: Callable[[MemorySink], 
                 task.result()
             await asyncio.sleep(0.02)
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await stop_task(task)
     return sink, coord
+
+
+async def stop_task(task: asyncio.Task[object]) -> None:
+    """Cancel a background task and wait until it has finished."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -7,8 +7,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.config import load_config
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, load_config
 from gateway.keys import generate_keypair
 
 

@@ -17,6 +17,7 @@ from firmware_sim import PtyLink
 from firmware_sim.r2000_reader import R2000Reader, SimTag
 from gateway.app import Gateway
 from protocols.uplink import Lane, Reading
+from tests.edge.driver_harness import stop_task
 from tests.gateway.site_helpers import load, write_site
 from tests.receiver import Receiver, receiver
 from tests.services import mosquitto
@@ -34,11 +35,7 @@ async def run_gateway(gw: Gateway, until: Callable[[], bool], timeout_s: float =
                 task.result()
             await asyncio.sleep(0.05)
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await stop_task(task)
 
 
 def test_reader_and_mqtt_tracker_reach_the_receiver(tmp_path: Path) -> None:
@@ -153,11 +150,7 @@ def test_72h_outage_everything_arrives_in_order_per_device(tmp_path: Path) -> No
                        and asyncio.get_running_loop().time() < deadline):
                     await asyncio.sleep(0.05)
             finally:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+                await stop_task(task)
 
         asyncio.run(go())
     per_device: dict[str, list[float]] = defaultdict(list)
@@ -195,11 +188,7 @@ def test_disk_budget_drops_oldest_bulk_only_and_reports_it(tmp_path: Path) -> No
                        and asyncio.get_running_loop().time() < deadline):
                     await asyncio.sleep(0.05)
             finally:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+                await stop_task(task)
 
         asyncio.run(go())
     rs = rec.readings("gw-1")

@@ -72,7 +72,8 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
             proc.wait(20)
     acked = _acked(ack_log)
     received = Counter(reading_digest(r) for r in rec.readings("gw-1"))
-    assert len(acked_before_drain) > 500, f"too little traffic to mean anything: {log.read_text()[-2000:]}"
+    assert len(acked_before_drain) > 500, (
+        f"too little traffic to mean anything: {log.read_text()[-2000:]}")
     missing = set(acked) - set(received)
     assert not missing, f"{len(missing)} acknowledged readings lost"
     twice = [d for d, n in received.items() if n > 1]
