@@ -78,6 +78,8 @@ class Gateway:
         self._wake = asyncio.Event()
         self.backoff = functools.partial(self._device_backoff, cap_s=up.backoff_cap_s)
         self.coordinators: dict[str, Coordinator] = {}
+        # RFID reader id -> weighbridge drivers it identifies trucks for
+        self.truck_readers: dict[str, list[Any]] = {}
         self.mqtt_sources: dict[str, MqttJsonSource] = {}
         for dev in cfg.device:
             self._add_device(dev)
@@ -104,6 +106,8 @@ class Gateway:
         opener = functools.partial(open_link, port, baudrate=dev.baudrate,
                                    bytesize=dev.bytesize, parity=dev.parity,
                                    stopbits=dev.stopbits, device_id=dev.id)
+        if dev.truck_reader is not None:
+            self.truck_readers.setdefault(dev.truck_reader, []).append(driver)
         self.coordinators[dev.id] = Coordinator(
             device_id=dev.id, open_link=opener, driver=driver, sink=self.store,
             clock_ms=self.clock_ms, backoff=self.backoff,
@@ -114,6 +118,11 @@ class Gateway:
         """Commit readings to the outbox; returning acknowledges them to the driver."""
         if not readings:
             return
+        if self.truck_readers:
+            for r in readings:
+                if r.kind == "tag_sighting" and r.device_id in self.truck_readers:
+                    for weighbridge in self.truck_readers[r.device_id]:
+                        weighbridge.set_truck(r.data["epc"], r.ts_ms)
         await asyncio.to_thread(self.outbox.append, readings)
         if self._ack_file is not None:
             self._ack_file.write("".join(reading_digest(r) + "\n" for r in readings))

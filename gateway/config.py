@@ -77,6 +77,9 @@ class DeviceConfig(_Strict):
     stopbits: Literal[1, 2] = 1
     topic: str | None = None  # mqtt_json: subscription filter
     silence_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # weighbridges (xk3190, toledo, mtsics): the id of the RFID reader at the scale whose
+    # tag sightings identify the truck being weighed
+    truck_reader: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # kind-specific, see docs
 
     @model_validator(mode="after")
@@ -103,11 +106,18 @@ class SiteConfig(_Strict):
             if d.id in seen:
                 raise ValueError(f"device id {d.id!r} is used twice")
             seen.add(d.id)
+            if d.truck_reader is not None and d.kind not in ("xk3190", "toledo", "mtsics"):
+                raise ValueError(f"device {d.id!r}: truck_reader is only for weighbridges "
+                                 "(xk3190, toledo, mtsics)")
             if d.port:
                 if d.port in ports:
                     raise ValueError(f"port {d.port!r} is claimed by devices {ports[d.port]!r} "
                                      f"and {d.id!r}; one port has one owner")
                 ports[d.port] = d.id
+        for d in self.device:
+            if d.truck_reader is not None and d.truck_reader not in seen:
+                raise ValueError(f"device {d.id!r}: truck_reader {d.truck_reader!r} is not a "
+                                 "device of this site")
         return self
 
     def resolve(self, base: Path) -> SiteConfig:
