@@ -246,6 +246,25 @@ def cmd_edge_run(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
     return EXIT_OK
 
 
+def cmd_edge_drivers(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    import inspect
+
+    from edge.drivers import DRIVERS
+
+    kinds = {**DRIVERS, "mqtt_json": "edge.mqtt_json:MqttJsonSource"}
+    if ns.kind is None:
+        for kind, target in kinds.items():
+            doc = inspect.getdoc(importlib.import_module(target.partition(":")[0])) or ""
+            out.write(f"{kind:<11} {doc.splitlines()[0] if doc else ''}\n")
+        out.write("\n`pledgewatch edge drivers KIND` prints a driver's options.\n")
+        return EXIT_OK
+    if ns.kind not in kinds:
+        raise UsageError(f"unknown device kind {ns.kind!r}; choose one of: {', '.join(kinds)}")
+    module = importlib.import_module(kinds[ns.kind].partition(":")[0])
+    out.write((inspect.getdoc(module) or "") + "\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pledgewatch",
@@ -297,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     ec = esub.add_parser("check", help="validate a site config and its key file")
     ec.add_argument("--config", required=True, type=Path, metavar="SITE.toml")
     ec.set_defaults(func=cmd_edge_check)
+    ed = esub.add_parser("drivers", help="list device kinds, or show one driver's options")
+    ed.add_argument("kind", nargs="?", metavar="KIND")
+    ed.set_defaults(func=cmd_edge_drivers)
     ek = esub.add_parser("keygen", help="create the gateway's Ed25519 key pair (private key "
                                         "mode 0600, PATH.pub beside it)")
     ek.add_argument("path", type=Path, metavar="PATH")
