@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUITES = ("codecs", "aggregate", "outbox")
+SUITES = ("codecs", "aggregate", "outbox", "gateway")
 
 
 def _machine() -> dict[str, object]:
@@ -25,6 +25,8 @@ def _machine() -> dict[str, object]:
 
 
 def _rate(row: dict[str, Any]) -> tuple[str, float]:
+    if "rss_mb" in row:
+        return "MB RSS", float(row["rss_mb"])
     for key, value in row.items():
         if key.endswith("_per_s") and not key.startswith("baseline"):
             return key.removesuffix("_per_s"), float(value)
@@ -32,6 +34,8 @@ def _rate(row: dict[str, Any]) -> tuple[str, float]:
 
 
 def _baseline_rate(row: dict[str, Any]) -> float:
+    if "baseline_rss_mb" in row:
+        return float(row["baseline_rss_mb"])
     for key, value in row.items():
         if key.startswith("baseline") and key.endswith("_per_s"):
             return float(value)
@@ -53,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {len(rows)} figures in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
         results += rows
-    print(f"{'benchmark':<34} {'unit':<9} {'per second':>12} {'baseline/s':>12} {'ratio':>7}"
-          "  baseline")
+    print(f"{'benchmark':<34} {'unit':<9} {'figure':>12} {'baseline':>12} {'ratio':>7}"
+          "  baseline is")
     for r in results:
         unit, rate = _rate(r)
         print(f"{r['bench']:<34} {unit:<9} {rate:>12,.0f} {_baseline_rate(r):>12,.0f} "
               f"{r.get('ratio_vs_baseline', float('nan')):>7.3f}  {r.get('baseline', '')}")
+    print("figure: per second unless the unit says otherwise; ratio = baseline time / measured "
+          "time (for RSS: baseline MB / measured MB)")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the benchmark process: {rss_mb:.0f} MB")
     Path(ns.out).write_text(json.dumps({"machine": _machine(), "peak_rss_mb": rss_mb,
