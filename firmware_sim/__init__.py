@@ -42,6 +42,7 @@ DEVICE_KINDS: Final = {
     "digistar": "firmware_sim.digistar_indicator:DigiStarIndicator",
     "modbus": "firmware_sim.modbus_feeder:ModbusFeeder",
     "llrp": "firmware_sim.llrp_reader:LlrpReader",
+    "chafon": "firmware_sim.chafon_reader:ChafonReader",
 }
 
 
