@@ -24,6 +24,7 @@ class Receiver:
         self.mode = "up"
         self.batches: dict[tuple[str, int], Batch] = {}
         self.duplicates = 0
+        self.aborted = 0  # requests cut off before their body was complete
         self.rejected: list[str] = []
         self.lock = threading.Lock()
         self.port = 0
@@ -78,7 +79,13 @@ def receiver(keys: dict[str, Ed25519PublicKey]) -> Iterator[Receiver]:
             if n > MAX_BODY_BYTES + 4096:
                 status, reason = 413, "too_large"
             else:
-                status, reason = rec.handle(self.rfile.read(n))
+                body = self.rfile.read(n)
+                if len(body) != n:  # the sender died mid-request: nothing to answer
+                    with rec.lock:
+                        rec.aborted += 1
+                    self.close_connection = True
+                    return
+                status, reason = rec.handle(body)
             payload = f'{{"reason": "{reason}"}}'.encode()
             self.send_response(status)
             if status == 503:
@@ -86,7 +93,10 @@ def receiver(keys: dict[str, Ed25519PublicKey]) -> Iterator[Receiver]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.wfile.write(payload)
+            except OSError:  # the sender went away before reading the answer
+                self.close_connection = True
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
