@@ -6,6 +6,7 @@ A missing service binary is a test failure with the command that installs it, ne
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import socket
@@ -53,7 +54,10 @@ class Mosquitto:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        # as root, mosquitto drops to user "mosquitto", which cannot write the test's private
+        # tmp dir; stay root there (ignored when not started as root)
+        conf.write_text(f"user {getpass.getuser()}\n"
+                        f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         f"persistence true\npersistence_location {self.data_dir}/\n"
                         "autosave_interval 1\nmax_queued_messages 100000\n")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
