@@ -81,8 +81,8 @@ def parse_message(topic: str, payload: bytes, *, site: str, recv_ms: int) -> lis
         if state not in ("online", "offline"):
             raise MqttJsonError(f"status must be online or offline, got {state!r}",
                                 reason="bad_field", device_id=device)
-        data = {"driver": "mqtt_json"} if state == "online" else {"reason": "mqtt status"}
-        return [Reading(f"device_{state}", device, recv_ms, recv_ms, data)]
+        status = {"driver": "mqtt_json"} if state == "online" else {"reason": "mqtt status"}
+        return [Reading(f"device_{state}", device, recv_ms, recv_ms, status)]
     try:
         obj = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -95,11 +95,13 @@ def parse_message(topic: str, payload: bytes, *, site: str, recv_ms: int) -> lis
         ts = _ts(obj, recv_ms)
         data: dict[str, Any]
         if kind == "position":
-            data = {"lat": _num(obj, "lat"), "lon": _num(obj, "lon"),
+            lat, lon = _num(obj, "lat"), _num(obj, "lon")
+            assert lat is not None and lon is not None  # required=True
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise MqttJsonError("lat/lon out of range", reason="bad_field")
+            data = {"lat": lat, "lon": lon,
                     "speed_knots": _num(obj, "speed_knots", required=False),
                     "course_deg": _num(obj, "course_deg", required=False)}
-            if not (-90 <= data["lat"] <= 90 and -180 <= data["lon"] <= 180):
-                raise MqttJsonError("lat/lon out of range", reason="bad_field")
             out = "position"
         elif kind == "weight":
             stable = obj.get("stable")
