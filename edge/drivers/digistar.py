@@ -39,8 +39,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from edge.aggregate import TmrEventDetector
+from edge.drivers._weighing import DEFAULT_WEIGHT_INTERVAL_S, WeightThinner
 from edge.drivers.base import StreamDriver
-from edge.drivers.xk3190 import DEFAULT_WEIGHT_INTERVAL_S, WeightThinner
 from protocols import digistar
 from protocols._base import Message, StreamDecoder
 from protocols.messages import ScaleStatus, Weight

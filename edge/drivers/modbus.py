@@ -62,8 +62,8 @@ import dataclasses
 from typing import Any, ClassVar, Final, Literal
 
 from edge.coordinator import Session
+from edge.drivers._weighing import DEFAULT_WEIGHT_INTERVAL_S, WeightThinner
 from edge.drivers.base import PollDriver
-from edge.drivers.xk3190 import DEFAULT_WEIGHT_INTERVAL_S, WeightThinner
 from protocols import modbus
 from protocols._base import StreamDecoder
 from protocols.uplink import Reading

@@ -3,7 +3,7 @@
 A SICS port is silent until asked, so the driver polls: every ``poll_interval_s`` it sends
 ``SI`` (the weight now, stable or dynamic) and waits for the reply (:mod:`protocols.mtsics`).
 ``S S``/``S D`` weights go through the weighing pipeline of the XK3190 driver
-(:class:`edge.drivers.xk3190.WeighingPipeline`): ``weight`` readings at most every
+(:class:`edge.drivers._weighing.WeighingPipeline`): ``weight`` readings at most every
 ``weight_interval_s``, a ``weigh_event`` per settle (the scale's own S/D stability flag), and
 tickets only when ``truck_id_source = "gate"`` (default ``"none"``: a SICS scale is usually a
 livestock, platform or bench scale, where weighs are not paired).
@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 
 from edge.coordinator import Session
+from edge.drivers._weighing import WeighbridgeMixin, WeighingPipeline
 from edge.drivers.base import PollDriver
-from edge.drivers.xk3190 import WeighingPipeline, pipeline_options
 from protocols import mtsics
 from protocols._base import StreamDecoder
 from protocols.messages import ScaleStatus, Weight
@@ -45,7 +45,7 @@ __all__ = ["ALARMS", "MtSicsDriver"]
 ALARMS: Final = {"overload": "scale_overload", "underload": "scale_underload"}
 
 
-class MtSicsDriver(PollDriver):
+class MtSicsDriver(WeighbridgeMixin, PollDriver):
     kind: ClassVar[str] = "mtsics"
 
     def __init__(self, *, device_id: str, poll_interval_s: float = 0.5,
@@ -59,17 +59,6 @@ class MtSicsDriver(PollDriver):
         self.condition: str | None = None  # overload / underload while it lasts
         self.status_counts: dict[str, int] = {}
         self.alarms = 0
-
-    @classmethod
-    def from_options(cls, *, device_id: str, silence_timeout_s: float,
-                     options: dict[str, Any]) -> MtSicsDriver:
-        opts = dict(options)
-        pipe = pipeline_options(opts)
-        return cls(device_id=device_id, silence_timeout_s=silence_timeout_s, **opts, **pipe)
-
-    def set_truck(self, truck_id: str, ts_ms: int) -> None:
-        """A truck was identified at ``ts_ms`` (used with ``truck_id_source = "gate"``)."""
-        self.pipeline.set_truck(truck_id, ts_ms)
 
     def make_decoder(self) -> StreamDecoder:
         return mtsics.Decoder()
@@ -100,6 +89,3 @@ class MtSicsDriver(PollDriver):
             if isinstance(m, Weight | ScaleStatus):
                 out += self.on_reply(m, recv_ms)
         await session.emit(out)
-
-    def flush(self, now_ms: int, *, final: bool = False) -> list[Reading]:
-        return self.pipeline.flush(now_ms)

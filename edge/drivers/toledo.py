@@ -2,7 +2,7 @@
 
 The terminal streams 17- or 18-byte frames (:mod:`protocols.toledo`) on every display update,
 with a motion bit, so a settle is the first frame without motion (the device's flag); the
-weighing pipeline is the XK3190 driver's (:class:`edge.drivers.xk3190.WeighingPipeline`):
+weighing pipeline is the XK3190 driver's (:class:`edge.drivers._weighing.WeighingPipeline`):
 ``weight`` readings at most every ``weight_interval_s``, a ``weigh_event`` per settle and
 ``weigh_ticket`` readings for trucks identified through :meth:`ToledoDriver.set_truck` (the
 gateway wires an RFID gate reader to it in a later change; until then weighs carry
@@ -34,17 +34,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+from edge.drivers._weighing import WeighbridgeMixin, WeighingPipeline
 from edge.drivers.base import StreamDriver
-from edge.drivers.xk3190 import WeighingPipeline, pipeline_options
 from protocols import toledo
 from protocols._base import Message, StreamDecoder
-from protocols.messages import Weight
 from protocols.uplink import Reading
 
 __all__ = ["ToledoDriver"]
 
 
-class ToledoDriver(StreamDriver):
+class ToledoDriver(WeighbridgeMixin, StreamDriver):
     kind: ClassVar[str] = "toledo"
 
     def __init__(self, *, device_id: str, checksum: bool | Literal["auto"] = "auto",
@@ -59,17 +58,6 @@ class ToledoDriver(StreamDriver):
                                          **pipeline)
         self.decoder: toledo.Decoder | None = None
 
-    @classmethod
-    def from_options(cls, *, device_id: str, silence_timeout_s: float,
-                     options: dict[str, Any]) -> ToledoDriver:
-        opts = dict(options)
-        pipe = pipeline_options(opts)
-        return cls(device_id=device_id, silence_timeout_s=silence_timeout_s, **opts, **pipe)
-
-    def set_truck(self, truck_id: str, ts_ms: int) -> None:
-        """A truck was identified at the weighbridge at ``ts_ms`` (see the module doc)."""
-        self.pipeline.set_truck(truck_id, ts_ms)
-
     def make_decoder(self) -> StreamDecoder:
         # a fresh decoder per connection: in auto mode it re-detects the checksum setting,
         # which an operator may have changed while the link was down
@@ -77,11 +65,4 @@ class ToledoDriver(StreamDriver):
         return self.decoder
 
     def on_messages(self, msgs: Sequence[Message], recv_ms: int) -> list[Reading]:
-        out: list[Reading] = []
-        for m in msgs:
-            if isinstance(m, Weight):
-                out += self.pipeline.feed(recv_ms, recv_ms, m)
-        return out
-
-    def flush(self, now_ms: int, *, final: bool = False) -> list[Reading]:
-        return self.pipeline.flush(now_ms)
+        return self.weights(msgs, recv_ms)

@@ -55,3 +55,17 @@ async def stop_task(task: asyncio.Task[object]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+class FastClock:
+    """Simulated time running ``speed`` times faster than the wall clock (thread-safe)."""
+
+    def __init__(self, speed: float, start: float = 1_767_225_600.0) -> None:
+        self.start = start
+        self.speed = speed
+        self._m0 = time.monotonic()
+
+    def now(self) -> float:
+        return self.start + (time.monotonic() - self._m0) * self.speed
+
+    def ms(self) -> int:
+        return int(self.now() * 1000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 import pytest
@@ -16,23 +15,7 @@ from firmware_sim import Faults, PtyLink
 from firmware_sim.digistar_indicator import DigiStarIndicator, FeedStep
 from protocols.messages import LB_TO_KG, Weight
 from protocols.uplink import Reading
-from tests.edge.driver_harness import MemorySink, run_driver
-
-
-class FastClock:
-    """Simulated time running ``speed`` times faster than the wall clock (thread-safe)."""
-
-    def __init__(self, speed: float, start: float = 1_767_225_600.0) -> None:
-        self.start = start
-        self.speed = speed
-        self._m0 = time.monotonic()
-
-    def now(self) -> float:
-        return self.start + (time.monotonic() - self._m0) * self.speed
-
-    def ms(self) -> int:
-        return int(self.now() * 1000)
-
+from tests.edge.driver_harness import FastClock, MemorySink, run_driver
 
 # a short batch: parked, two ingredients, a mix, three pens
 SCRIPT = [FeedStep("idle", "PARKED", 0, 12, 0),

@@ -5,7 +5,6 @@ rules (rise, wrap, reset)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -16,23 +15,7 @@ from firmware_sim import Faults, PtyLink
 from firmware_sim.modbus_feeder import COMMAND_RESET_COUNTERS, REG_COMMAND, ModbusFeeder
 from protocols import modbus
 from protocols.uplink import Reading
-from tests.edge.driver_harness import MemorySink, run_driver
-
-
-class FastClock:
-    """Simulated time running ``speed`` times faster than the wall clock (thread-safe)."""
-
-    def __init__(self, speed: float, start: float = 1_767_225_600.0) -> None:
-        self.start = start
-        self.speed = speed
-        self._m0 = time.monotonic()
-
-    def now(self) -> float:
-        return self.start + (time.monotonic() - self._m0) * self.speed
-
-    def ms(self) -> int:
-        return int(self.now() * 1000)
-
+from tests.edge.driver_harness import FastClock, MemorySink, run_driver
 
 PENS_KG = (120.0, 90.0, 150.0)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 
 import pytest
 
@@ -18,22 +17,7 @@ from firmware_sim.gps_receiver import GpsReceiver, demo_track
 from protocols import nmea
 from protocols.messages import Position
 from protocols.uplink import Reading
-from tests.edge.driver_harness import MemorySink, run_driver
-
-
-class FastClock:
-    """Simulated time running ``speed`` times faster than the wall clock (thread-safe)."""
-
-    def __init__(self, speed: float, start: float = 1_767_225_600.0) -> None:
-        self.start = start
-        self.speed = speed
-        self._m0 = time.monotonic()
-
-    def now(self) -> float:
-        return self.start + (time.monotonic() - self._m0) * self.speed
-
-    def ms(self) -> int:
-        return int(self.now() * 1000)
+from tests.edge.driver_harness import FastClock, MemorySink, run_driver
 
 
 def utc_ms(text: str) -> int:

@@ -6,37 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from edge.drivers import build_driver
+from edge.drivers._weighing import WeighingPipeline, WeightThinner
 from edge.drivers.mtsics import MtSicsDriver
 from edge.drivers.toledo import ToledoDriver
-from edge.drivers.xk3190 import WeighingPipeline, WeightThinner, Xk3190Driver
+from edge.drivers.xk3190 import Xk3190Driver
 from firmware_sim import Faults, PtyLink
 from firmware_sim.toledo_scale import Placement, ToledoScale
 from firmware_sim.xk3190_weighbridge import TruckVisit, Xk3190Weighbridge
 from protocols.messages import ScaleStatus, Weight
 from protocols.uplink import Reading
-from tests.edge.driver_harness import MemorySink, run_driver
-
-
-class FastClock:
-    """Simulated time running ``speed`` times faster than the wall clock (thread-safe)."""
-
-    def __init__(self, speed: float, start: float = 1_767_225_600.0) -> None:
-        self.start = start
-        self.speed = speed
-        self._m0 = time.monotonic()
-
-    def now(self) -> float:
-        return self.start + (time.monotonic() - self._m0) * self.speed
-
-    def ms(self) -> int:
-        return int(self.now() * 1000)
+from tests.edge.driver_harness import FastClock, MemorySink, run_driver
 
 
 def availability(sink: MemorySink) -> list[str]:
