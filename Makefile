@@ -33,7 +33,7 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check protocols firmware_sim edge gateway cloud pledgewatch tests bench
-	$(BIN)/mypy protocols edge gateway
+	$(BIN)/mypy protocols uplink edge gateway
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

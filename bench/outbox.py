@@ -29,9 +29,9 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.envelope import encode_batch
 from gateway.outbox import Outbox
 from protocols.uplink import Batch, Reading
+from uplink.envelope import encode_batch
 
 BATCH = 500
 T0_MS = 1_767_225_600_000  # 2026-01-01

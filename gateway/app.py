@@ -26,13 +26,13 @@ from edge.mqtt_json import MqttJsonSource
 from edge.transport import open_link
 from gateway.backoff import Backoff, backoff_delay
 from gateway.config import DeviceConfig, SiteConfig
-from gateway.envelope import pack_reading
 from gateway.errors import UploadError
 from gateway.health import GatewayMetrics, HealthServer
 from gateway.keys import load_private_key
 from gateway.outbox import Outbox
 from gateway.uploader import HttpUploader, MqttUploader, Uploader
 from protocols.uplink import Lane, Reading
+from uplink.envelope import pack_reading
 
 __all__ = ["Gateway", "reading_digest", "wall_clock_ms"]
 

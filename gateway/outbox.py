@@ -62,17 +62,6 @@ from typing import Any, Final, Literal, Self
 import msgpack  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.envelope import (
-    DEFAULT_LEVEL,
-    MAX_READING_BYTES,
-    UNPACK_LIMITS,
-    InvalidReading,
-    decode_own_envelope,
-    encode_packed,
-    pack_reading,
-    unpack_limited,
-    validate_readings,
-)
 from gateway.errors import OutboxError, ReadingRejected
 from protocols.uplink import (
     MAX_BODY_BYTES,
@@ -82,6 +71,17 @@ from protocols.uplink import (
     Lane,
     Reading,
     UplinkError,
+)
+from uplink.envelope import (
+    DEFAULT_LEVEL,
+    MAX_READING_BYTES,
+    UNPACK_LIMITS,
+    InvalidReading,
+    decode_own_envelope,
+    encode_packed,
+    pack_reading,
+    unpack_limited,
+    validate_readings,
 )
 
 __all__ = [

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.envelope import decode_envelope
 from protocols.uplink import MAX_BODY_BYTES, Batch, Reading, UplinkError
+from uplink.envelope import decode_envelope
 
 
 class Receiver:

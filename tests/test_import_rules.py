@@ -43,7 +43,26 @@ def test_protocols_import_no_io(module: str) -> None:
     assert not bad, f"{module} pulls in {bad}"
 
 
-@pytest.mark.parametrize("package", ["edge", "gateway", "cloud", "protocols"])
+@pytest.mark.parametrize("package", ["edge", "gateway", "cloud", "protocols", "uplink",
+                                     "edge.drivers", "gateway.app", "uplink.envelope"])
 def test_nothing_imports_firmware_sim(package: str) -> None:
     loaded = _loaded_after([package])
     assert not any(m.split(".")[0] == "firmware_sim" for m in loaded)
+
+
+# DESIGN.md section 3: protocols <- uplink <- gateway, cloud; protocols <- edge <- gateway;
+# cloud imports protocols and uplink only.
+ALLOWED = {
+    "uplink.envelope": {"protocols", "uplink"},
+    "edge.drivers": {"protocols", "edge"},
+    "edge.mqtt_json": {"protocols", "edge"},
+    "gateway.app": {"protocols", "uplink", "edge", "gateway"},
+    "cloud": {"protocols", "uplink", "cloud"},
+}
+OURS = {"protocols", "uplink", "edge", "gateway", "cloud", "firmware_sim", "pledgewatch"}
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_imports_go_one_way(module: str) -> None:
+    loaded = {m.split(".")[0] for m in _loaded_after([module])} & OURS
+    assert loaded <= ALLOWED[module], f"{module} imports {sorted(loaded - ALLOWED[module])}"

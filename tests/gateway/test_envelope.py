@@ -15,8 +15,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import envelope
-from gateway.envelope import (
+from protocols.uplink import (
+    MAX_READINGS,
+    MAX_UNCOMPRESSED_BYTES,
+    READING_KINDS,
+    SIGNATURE_BYTES,
+    Batch,
+    Reading,
+    UplinkError,
+    pack_header,
+    unpack_header,
+)
+from uplink import envelope
+from uplink.envelope import (
     InvalidReading,
     decode_envelope,
     decode_own_envelope,
@@ -28,17 +39,6 @@ from gateway.envelope import (
     validate_reading,
     validate_readings,
     verify_envelope,
-)
-from protocols.uplink import (
-    MAX_READINGS,
-    MAX_UNCOMPRESSED_BYTES,
-    READING_KINDS,
-    SIGNATURE_BYTES,
-    Batch,
-    Reading,
-    UplinkError,
-    pack_header,
-    unpack_header,
 )
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -23,10 +23,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gateway.envelope import decode_envelope, pack_reading
 from gateway.errors import OutboxError, ReadingRejected
 from gateway.outbox import CHUNK_OVERHEAD_BYTES, MAX_CHUNK_READINGS, Outbox
 from protocols.uplink import Batch, Lane, Reading
+from uplink.envelope import decode_envelope, pack_reading
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
@@ -540,7 +540,7 @@ def test_constructor_arguments(db: Path, clock: Clock, kwargs: dict[str, object]
 CHILD = r"""
 import sys, hashlib, random
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway.envelope import decode_own_envelope
+from uplink.envelope import decode_own_envelope
 from gateway.outbox import Outbox
 from protocols.uplink import Reading
 

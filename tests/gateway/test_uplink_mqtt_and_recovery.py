@@ -11,13 +11,13 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from gateway.app import Gateway
-from gateway.envelope import decode_envelope
 from gateway.keys import load_private_key
 from protocols.uplink import Batch, Reading
 from tests.edge.driver_harness import stop_task
 from tests.gateway.site_helpers import load, write_site
 from tests.receiver import receiver
 from tests.services import mosquitto
+from uplink.envelope import decode_envelope
 
 
 class Collector:

@@ -3,10 +3,9 @@
 ``envelope = pack_header(...) + signature + body`` where ``body = zstd(msgpack(batch))`` and
 the signature covers the header bytes before it plus the body.
 
-This module depends only on :mod:`protocols.uplink`, msgpack, zstandard and cryptography - no
-other gateway module - so the cloud's ingest can use the very same code to verify and decode
-(it must not import ``gateway``; see the report of issue 4 for where the shared copy should
-live). Everything raises :class:`protocols.uplink.UplinkError` with a machine-readable
+This module depends only on :mod:`protocols.uplink`, msgpack, zstandard and cryptography, so
+the gateway builds envelopes and the cloud's ingest verifies and decodes them with the very
+same code. Everything raises :class:`protocols.uplink.UplinkError` with a machine-readable
 ``reason``.
 
 Decoding order (each step only runs if the one before passed, so an attacker without a
