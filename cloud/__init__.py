@@ -1,1 +1,2 @@
-"""pledgewatch cloud package (filled by later issues)."""
+"""The pledgewatch cloud: verified ingest, the registry of banks/loans/sites/pledged assets,
+storage (SQLite or PostgreSQL, optionally InfluxDB), admin CLI and the HTTP API."""

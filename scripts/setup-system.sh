@@ -5,7 +5,7 @@
 # chromium) come into the tests.
 set -euo pipefail
 
-APT_PACKAGES=(mosquitto)   # MQTT broker for the MQTT driver and uplink tests
+APT_PACKAGES=(mosquitto postgresql influxdb)   # MQTT broker; the cloud store; time series
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
