@@ -27,6 +27,10 @@ def _machine() -> dict[str, object]:
 def _rate(row: dict[str, Any]) -> tuple[str, float]:
     if "rss_mb" in row:
         return "MB RSS", float(row["rss_mb"])
+    if "envelope_bytes_per_reading" in row:
+        return "B/reading", float(row["envelope_bytes_per_reading"])
+    if "file_per_logical" in row:
+        return "file/acct", float(row["file_per_logical"])
     for key, value in row.items():
         if key.endswith("_per_s") and not key.startswith("baseline"):
             return key.removesuffix("_per_s"), float(value)
@@ -36,6 +40,8 @@ def _rate(row: dict[str, Any]) -> tuple[str, float]:
 def _baseline_rate(row: dict[str, Any]) -> float:
     if "baseline_rss_mb" in row:
         return float(row["baseline_rss_mb"])
+    if "json_bytes_per_reading" in row:
+        return float(row["json_bytes_per_reading"])
     for key, value in row.items():
         if key.startswith("baseline") and key.endswith("_per_s"):
             return float(value)
@@ -61,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
           "  baseline is")
     for r in results:
         unit, rate = _rate(r)
-        print(f"{r['bench']:<34} {unit:<9} {rate:>12,.0f} {_baseline_rate(r):>12,.0f} "
-              f"{r.get('ratio_vs_baseline', float('nan')):>7.3f}  {r.get('baseline', '')}")
+        ratio = r.get("ratio_vs_baseline", r.get("json_over_envelope", float("nan")))
+        base_name = r.get("baseline", "JSON of the same readings"
+                          if "json_bytes_per_reading" in r else "")
+        print(f"{r['bench']:<34} {unit:<9} {rate:>12,.2f} {_baseline_rate(r):>12,.0f} "
+              f"{ratio:>7.3f}  {base_name}")
     print("figure: per second unless the unit says otherwise; ratio = baseline time / measured "
           "time (for RSS: baseline MB / measured MB)")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
