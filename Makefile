@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    - install into .venv and run the demo"
 	@echo "make test   - install into .venv and run the whole test suite"
-	@echo "make check  - ruff, and mypy on protocols, edge, gateway"
+	@echo "make check  - ruff, and mypy on protocols, uplink, edge, gateway, cloud"
 	@echo "make bench  - benchmarks, printed as ratios against a baseline measured in the same run"
 	@echo "make clean  - remove .venv and build output"
 
@@ -32,8 +32,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
-	$(BIN)/ruff check protocols firmware_sim edge gateway cloud pledgewatch tests bench
-	$(BIN)/mypy protocols uplink edge gateway
+	$(BIN)/ruff check protocols uplink firmware_sim edge gateway cloud pledgewatch tests bench examples
+	$(BIN)/mypy protocols uplink edge gateway cloud
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

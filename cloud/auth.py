@@ -20,7 +20,7 @@ def hash_token(token: str) -> bytes:
 
 def token_prefix(token: str) -> str:
     """The public part of a token (safe to show in lists and logs)."""
-    parts = token.split("_")
+    parts = token.split("_", 2)  # the secret itself may contain "_"
     return parts[1] if len(parts) == 3 and parts[0] == "pw" else ""
 
 

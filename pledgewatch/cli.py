@@ -265,7 +265,31 @@ def cmd_edge_drivers(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_cloud_serve(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from pydantic import ValidationError
+
+    from cloud.settings import CloudSettings
+
+    overrides: dict[str, Any] = {}
+    if ns.database_url:
+        overrides["database_url"] = ns.database_url
+    try:
+        settings = CloudSettings(**overrides)
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.write(f"pledgewatch cloud serve: {where}: "
+                      f"{e['msg'].removeprefix('Value error, ')}\n")
+        return EXIT_BAD_INPUT
+    from cloud.serve import serve
+
+    err.write(f"cloud on http://{ns.host}:{ns.port} (API docs at /docs), database "
+              f"{settings.database_url.split('@')[-1]}\n")
+    serve(settings, host=ns.host, port=ns.port)
+    return EXIT_OK
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pledgewatch",
         description="Collateral monitoring for cattle and warehouse goods: device codecs, "
@@ -324,6 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
     ek.add_argument("path", type=Path, metavar="PATH")
     ek.set_defaults(func=cmd_edge_keygen)
 
+    c = sub.add_parser("cloud", help="the cloud: serve the API and ingest, administer banks")
+    csub = c.add_subparsers(dest="cloud_command", metavar="CLOUDCOMMAND")
+    cs = csub.add_parser("serve", help="serve the HTTP API and ingest (settings from "
+                                       "PLEDGEWATCH_* environment variables or .env)")
+    cs.add_argument("--host", default="127.0.0.1")
+    cs.add_argument("--port", type=int, default=8000)
+    cs.add_argument("--database-url", metavar="URL",
+                    help="default: $PLEDGEWATCH_DATABASE_URL, else sqlite:///pledgewatch.db")
+    cs.set_defaults(func=cmd_cloud_serve)
+    if list(argv[:1]) == ["cloud"]:
+        # the admin commands pull in SQLAlchemy: only load them when a cloud command runs
+        from cloud.cli import add_admin_parser
+
+        add_admin_parser(csub)
+
     dm = sub.add_parser("demo", help="run the demo (for now: a simulated UHF reader on a pty "
                                      "read through the R2000 codec)")
     dm.add_argument("--tags", type=int, default=24, help="ear tags in the reader's field")
@@ -339,8 +378,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     out = out or sys.stdout
     err = err or sys.stderr
     stdin = stdin or sys.stdin
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     if argv[:1] == ["decode"] and "--from-host" in argv:
         # allow the flag anywhere, e.g. after PROTOCOL (argparse would take it for a FRAME
         # position error otherwise)
