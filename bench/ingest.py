@@ -8,6 +8,11 @@
   envelopes: zstd + msgpack decode and a plain ``sqlite3`` executemany of the same reading rows
   (JSON data, same columns and indexes), one commit per batch, no app (goal: >= 100k
   readings/s and >= 50% of the raw limit).
+* ``ingest.postgresql``: the same readings/s through the same service into a throwaway
+  PostgreSQL cluster (:func:`tests.services.postgres`, fsync ON as in production), per
+  process, next to that cluster's raw limit in the same run: zstd + msgpack decode and a
+  plain psycopg executemany of the same reading rows (JSON data, same columns and indexes, no
+  foreign keys), one commit per batch.
 * ``ingest.burst_rss``: resident memory of a fresh process while 10x ``queue_size`` batches
   are submitted at once, wave after wave, against the same process at 1x: the excess is
   answered 429 (counted), memory stays flat (ratio = RSS at 1x / RSS at 10x, 1.0 = no growth).
@@ -28,7 +33,7 @@ import msgpack  # type: ignore[import-untyped]
 import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from bench.outbox import T0_MS, reading_mix
@@ -127,6 +132,73 @@ def _raw_run(path: Path, envelopes: list[bytes]) -> float:
         return time.perf_counter() - t0
     finally:
         conn.close()
+
+
+_RAW_PG_SCHEMA = (
+    "CREATE TABLE readings (id BIGSERIAL PRIMARY KEY, site_id INTEGER NOT NULL,"
+    " batch_id BIGINT NOT NULL, device_id VARCHAR(128) NOT NULL, kind VARCHAR(32) NOT NULL,"
+    " ts_ms BIGINT NOT NULL, recv_ms BIGINT NOT NULL, data JSON NOT NULL)",
+    "CREATE INDEX ix1 ON readings (site_id, ts_ms)",
+    "CREATE INDEX ix2 ON readings (site_id, kind, ts_ms)",
+)
+
+
+def _pg_raw_run(url: str, envelopes: list[bytes]) -> float:
+    """The PostgreSQL limit: decode and executemany the same rows through psycopg with
+    nothing else, one transaction per batch."""
+    import psycopg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for ddl in _RAW_PG_SCHEMA:
+            conn.execute(ddl)
+        dctx = zstandard.ZstdDecompressor()
+        dumps = json.dumps
+        sql = ("INSERT INTO readings (site_id, batch_id, device_id, kind, ts_ms, recv_ms, data)"
+               " VALUES (%s, %s, %s, %s, %s, %s, %s)")
+        t0 = time.perf_counter()
+        for batch_id, env in enumerate(envelopes, start=1):
+            h = unpack_header(env)
+            obj = msgpack.unpackb(dctx.decompress(env[h.body_offset:]), **UNPACK_LIMITS)
+            rows = [(1, batch_id, r["d"], r["k"], r["t"], r["r"], dumps(r["v"]))
+                    for r in obj["readings"]]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(sql, rows)
+        return time.perf_counter() - t0
+
+
+def _pg_database(server: str, name: str) -> str:
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def _postgresql(d: Path, key: Ed25519PrivateKey, envelopes: list[bytes],
+                repeats: int) -> dict[str, Any]:
+    from tests.services import postgres  # the test suite's throwaway cluster
+
+    n = len(envelopes) * BATCH
+    best_app = best_raw = float("inf")
+    (d / "pg").mkdir()
+    with postgres(d / "pg", fsync=True) as server:
+        for rep in range(repeats):
+            url = _pg_database(server, f"app_{rep}")
+            _setup_db(url, key)
+            best_app = min(best_app, _app_run(url, envelopes))
+            best_raw = min(best_raw, _pg_raw_run(_pg_database(server, f"raw_{rep}"),
+                                                 envelopes))
+    return {
+        "bench": "ingest.postgresql", "readings": n, "batch_readings": BATCH,
+        "readings_per_s": n / best_app,
+        "baseline": "zstd+msgpack decode and psycopg executemany of the same rows, one "
+                    "commit per batch, same PostgreSQL cluster (fsync on)",
+        "baseline_readings_per_s": n / best_raw,
+        "ratio_vs_baseline": best_raw / best_app,
+    }
 
 
 def _rss_mb() -> float:
@@ -228,6 +300,7 @@ def run(batches: int = 100, repeats: int = 3) -> list[dict[str, Any]]:
             "baseline_readings_per_s": n / best_raw,
             "ratio_vs_baseline": best_raw / best_app,
         })
+        results.append(_postgresql(d, key, envelopes, repeats))
         results.append(_burst(d, key))
     return results
 
