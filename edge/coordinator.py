@@ -81,6 +81,7 @@ class DeviceStats:
     readings: int = 0
     connects: int = 0
     link_failures: int = 0
+    unexpected_errors: int = 0  # driver or sink bugs caught by the coordinator
     error_kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -173,11 +174,19 @@ class Coordinator:
                 reason, event = str(exc), Event.LINK_FAILED
             except EdgeError as exc:
                 reason, event = f"{type(exc).__name__}: {exc}", Event.LINK_FAILED
+            except Exception as exc:  # a driver or sink bug must not stop the other devices
+                log.exception("device %s: unexpected error in its driver", self.device_id)
+                self.stats.unexpected_errors += 1
+                reason, event = f"unexpected {type(exc).__name__}: {exc}", Event.LINK_FAILED
             finally:
                 if link is not None:
                     await link.close()
             self.stats.link_failures += 1
             self.last_error = reason
-            await self._event(event, reason)
+            try:
+                await self._event(event, reason)
+            except Exception:  # the sink itself failing (disk full): retry after backoff
+                log.exception("device %s: could not store its availability reading",
+                              self.device_id)
             self.failures_in_a_row += 1
             await self.sleep(self.backoff(self.failures_in_a_row, self.rng.random()))

@@ -26,7 +26,7 @@ from edge.mqtt_json import MqttJsonSource
 from edge.transport import open_link
 from gateway.backoff import Backoff, backoff_delay
 from gateway.config import DeviceConfig, SiteConfig
-from gateway.errors import UploadError
+from gateway.errors import ReadingRejected, UploadError
 from gateway.health import GatewayMetrics, HealthServer
 from gateway.keys import load_private_key
 from gateway.outbox import Outbox
@@ -85,6 +85,7 @@ class Gateway:
             self._add_device(dev)
         self.upload_backoff = Backoff(base_s=up.backoff_base_s, cap_s=up.backoff_cap_s)
         self.last_upload_error = ""
+        self.rejected_readings = 0  # readings a driver produced that break the contract
         self.last_upload_ok_ms: int | None = None
 
     @staticmethod
@@ -123,7 +124,20 @@ class Gateway:
                 if r.kind == "tag_sighting" and r.device_id in self.truck_readers:
                     for weighbridge in self.truck_readers[r.device_id]:
                         weighbridge.set_truck(r.data["epc"], r.ts_ms)
-        await asyncio.to_thread(self.outbox.append, readings)
+        readings = list(readings)
+        while True:
+            try:
+                await asyncio.to_thread(self.outbox.append, readings)
+                break
+            except ReadingRejected as exc:
+                # a driver produced a reading the cloud would refuse: drop that one reading
+                # (counted, logged) and store the good ones beside it
+                log.error("dropped a reading that breaks the uplink contract: %s (%r)", exc,
+                          readings[exc.index])
+                self.rejected_readings += 1
+                del readings[exc.index]
+                if not readings:
+                    return
         if self._ack_file is not None:
             self._ack_file.write("".join(reading_digest(r) + "\n" for r in readings))
             self._ack_file.flush()
