@@ -329,27 +329,35 @@ class IngestService:
         loop = asyncio.get_running_loop()
         gateway_id = _peek_gateway_id(envelope)
         key = self._cached_key(gateway_id) if gateway_id is not None else None
-        if key is None and gateway_id is not None:
-            assert self._reads is not None
-            key = await loop.run_in_executor(self._reads, self._load_key, gateway_id)
-            if len(self._keys) >= MAX_KEY_CACHE_ENTRIES:
-                self._keys.clear()
-            self._keys[gateway_id] = key
-        found = key
+        from_cache = key is not None
+        while True:
+            if key is None and gateway_id is not None:
+                assert self._reads is not None
+                key = await loop.run_in_executor(self._reads, self._load_key, gateway_id)
+                if len(self._keys) >= MAX_KEY_CACHE_ENTRIES:
+                    self._keys.clear()
+                self._keys[gateway_id] = key
+            found = key
 
-        def lookup(gw: str) -> Ed25519PublicKey | None:
-            if found is None or gw != gateway_id:
-                return None
-            if found.disabled and found.public_key is not None:
-                raise IngestRejected(403, "gateway_disabled", f"gateway {gw!r} is disabled")
-            return found.public_key
+            def lookup(gw: str, found: _GatewayKey | None = found) -> Ed25519PublicKey | None:
+                if found is None or gw != gateway_id:
+                    return None
+                if found.disabled and found.public_key is not None:
+                    raise IngestRejected(403, "gateway_disabled",
+                                         f"gateway {gw!r} is disabled")
+                return found.public_key
 
-        try:
-            header = verify_envelope(envelope, lookup)
-        except UplinkError as exc:
-            raise _rejected(exc) from None
-        assert found is not None and found.public_key is not None
-        return header, found.public_key
+            try:
+                header = verify_envelope(envelope, lookup)
+            except UplinkError as exc:
+                if from_cache and exc.reason in ("unknown_gateway", "bad_signature"):
+                    # the cached key may be stale (a key just rotated or registered): look
+                    # it up again once before refusing
+                    from_cache, key = False, None
+                    continue
+                raise _rejected(exc) from None
+            assert found is not None and found.public_key is not None
+            return header, found.public_key
 
     def _cached_key(self, gateway_id: str) -> _GatewayKey | None:
         key = self._keys.get(gateway_id)
@@ -530,12 +538,14 @@ def _insert_readings(conn: Connection, dialect: str, batch: Batch, *, site_id: i
                 positions.append((site_id, dev, lat, lon, ts))
         elif kind == "weigh_ticket":
             kg = float(d["gross_kg"]), float(d["tare_kg"]), float(d["net_kg"])
-            if all(map(_isfinite, kg)):
+            if (all(map(_isfinite, kg)) and _fits(d["truck_id"], 64)
+                    and _fits(d["direction"], 16) and _fits_int64(d["in_ms"])
+                    and _fits_int64(d["out_ms"])):
                 tickets.append((site_id, dev, d["truck_id"], d["direction"], kg[0], kg[1],
                                 kg[2], d["in_ms"], d["out_ms"]))
         elif kind == "feed_event":
             feed_kg = float(d["kg"])
-            if _isfinite(feed_kg):
+            if _isfinite(feed_kg) and _fits(d["event"], 16) and _fits(d["pen"], 32):
                 feeds.append((site_id, dev, d["event"], feed_kg, d["pen"], ts))
         elif kind in ("device_online", "device_offline"):
             prev = state.get(dev)
@@ -584,6 +594,16 @@ def _finite(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return [_finite(x) for x in v]
     return v
+
+
+def _fits(value: str | None, max_len: int) -> bool:
+    """Whether a string fits its projection column. A reading whose fields do not fit is
+    kept (raw JSON) but not projected: refusing it would block its gateway for good."""
+    return value is None or len(value) <= max_len
+
+
+def _fits_int64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _upsert_devices(conn: Connection, dialect: str, site_id: int, seen: dict[str, int],

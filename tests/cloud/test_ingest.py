@@ -15,6 +15,7 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
 import zstandard
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -526,3 +527,56 @@ def test_non_finite_numbers_are_stored_as_null_and_not_projected(db: Db) -> None
     with db.sessions() as s:
         weight = s.scalars(select(models.Reading).where(models.Reading.kind == "weight")).one()
     assert weight.data == {"weight_kg": None, "stable": False, "extra": [None, 1.5]}
+
+
+def test_a_rotated_key_is_picked_up_at_once_although_the_old_one_is_cached(db: Db) -> None:
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    db.add_gateway(GW, old)
+
+    async def main() -> None:
+        async with http_app(db, key_cache_ms=10**9) as http:
+            assert (await http.post(encode_batch(batch_of(1), old))).status_code == 200
+            raw = new.public_key().public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+            with db.sessions.begin() as s:  # the operator registers the rotated key
+                gw = s.scalar(select(models.Gateway).where(models.Gateway.gateway_id == GW))
+                assert gw is not None
+                gw.public_key = raw
+            resp = await http.post(encode_batch(batch_of(2), new))
+            assert resp.status_code == 200, resp.text
+            forged = Ed25519PrivateKey.generate()  # still refused: the lookup is fresh
+            resp = await http.post(encode_batch(batch_of(3), forged))
+            assert (resp.status_code, resp.json()["reason"]) == (403, "bad_signature")
+
+    run(main)
+
+
+def test_fields_too_big_for_their_columns_are_stored_raw_not_refused(db: Db) -> None:
+    """A reading the contract allows but a projection column cannot hold (a long pen name,
+    a 256-bit EPC as truck id, an unsigned 64-bit integer) must not block its gateway with
+    endless 503s: the batch is stored, the raw reading kept, only the projection skipped."""
+    key = Ed25519PrivateKey.generate()
+    db.add_gateway(GW, key)
+    t = T0_MS
+    readings = (
+        Reading("feed_event", "mixer-1", t, t, {"event": "unload", "kg": 400.0,
+                                                "pen": "P" * 40}),
+        Reading("weigh_ticket", "wb-1", t, t, {
+            "gross_kg": 30_000.0, "tare_kg": 12_000.0, "net_kg": 18_000.0,
+            "truck_id": "E2" * 40, "in_ms": t, "out_ms": t, "direction": "inbound"}),
+        Reading("weigh_ticket", "wb-1", t, t, {
+            "gross_kg": 30_000.0, "tare_kg": 12_000.0, "net_kg": 18_000.0,
+            "truck_id": "T1", "in_ms": 2**63 + 5, "out_ms": t, "direction": "inbound"}),
+        Reading("feed_event", "mixer-1", t + 1, t + 1, {"event": "load", "kg": 50.0,
+                                                        "pen": "P3"}),
+    )
+
+    async def main() -> None:
+        async with http_app(db) as http:
+            resp = await http.post(encode_batch(Batch(GW, 1, t, readings), key))
+            assert resp.status_code == 200, resp.text
+
+    run(main)
+    counts = db.counts()
+    assert counts["readings"] == 4
+    assert counts["feed_events"] == 1 and counts["weigh_tickets"] == 0
