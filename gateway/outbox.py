@@ -383,8 +383,11 @@ class Outbox:
         return aside
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        # After a recovery the seq restarts above anything the lost file can have used.
-        first_seq = self.clock_ms() if self.recovered_from is not None else 0
+        # A new outbox (first start, a replaced disk, a reinstalled gateway with the same id,
+        # or a recovery from a corrupt file) starts its seq at the clock's milliseconds, above
+        # anything an earlier outbox of this gateway can have used: the cloud would otherwise
+        # take the new batches for already-seen ones and drop them as duplicates.
+        first_seq = self.clock_ms()
         conn.execute("BEGIN IMMEDIATE")
         for sql in _SCHEMA.values():
             conn.execute(sql)

@@ -26,7 +26,7 @@ from cloud.api.routes.ingest import router
 from cloud.db import models
 from cloud.errors import CloudError, IngestBusy, IngestRejected
 from cloud.ingest.service import IngestResult, IngestService
-from protocols.uplink import MAX_UNCOMPRESSED_BYTES, Batch, Reading, pack_header
+from protocols.uplink import MAX_UNCOMPRESSED_BYTES, Batch, Reading, pack_header, unpack_header
 from tests.cloud.conftest import T0_MS, Db, gateway_envelopes, reading_mix
 from uplink.envelope import encode_batch
 
@@ -130,7 +130,9 @@ def test_gateway_batches_are_stored_once_and_resends_change_nothing(db: Db,
     assert counts["feed_events"] == kinds.count("feed_event")
     assert counts["weigh_tickets"] == kinds.count("weigh_ticket")
     assert counts["devices"] == len({r.device_id for r in readings})
-    assert counts[f"last_seq:{GW}"] == 3
+    seqs = [unpack_header(e).seq for e in envelopes]
+    assert seqs == list(range(seqs[0], seqs[0] + 3))  # a new outbox starts at its clock
+    assert counts[f"last_seq:{GW}"] == seqs[-1]
     assert counts[f"last_seen:{GW}"] == NOW_MS
     with db.sessions() as s:
         stored = sorted((r.device_id, r.kind, r.ts_ms, r.recv_ms, r.data)

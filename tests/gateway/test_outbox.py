@@ -125,7 +125,8 @@ def test_everything_comes_back_after_reopen_in_order(db: Path, clock: Clock) -> 
         assert ob.stats().depth == 300
         batches = drain(ob, max_readings=47)
     assert [ident(r) for r in readings_of(batches)] == list(range(300))
-    assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+    first = batches[0].seq
+    assert [b.seq for b in batches] == list(range(first, first + len(batches)))
     assert all(len(b.readings) <= 47 for b in batches)
 
 
@@ -151,13 +152,28 @@ def test_resend_is_byte_identical_until_acked(db: Path, clock: Clock) -> None:
 
 def test_seq_is_never_reused_across_restarts(db: Path, clock: Clock) -> None:
     seqs = []
+    start = clock()
     for round_ in range(4):
         with open_outbox(db, clock) as ob:
             ob.append([bulk(round_)])
             seqs += [b.seq for b in drain(ob)]
             assert ob.stats().depth == 0 and ob.stats().last_seq == seqs[-1]
             assert ob.next_batch(10, 1 << 20, KEY) is None
-    assert seqs == [1, 2, 3, 4]
+    # a new outbox starts at the clock (see the next test); then +1 per batch, across restarts
+    assert seqs == [start + 1, start + 2, start + 3, start + 4]
+
+
+def test_a_new_outbox_starts_its_seq_at_the_clock(tmp_path: Path, clock: Clock) -> None:
+    """A gateway reinstalled with the same id (new disk) must not reuse seqs the cloud has
+    already stored, or its new batches would be taken for duplicates and dropped."""
+    with open_outbox(tmp_path / "first.db", clock) as ob:
+        ob.append([bulk(1)])
+        first = [b.seq for b in drain(ob)]
+    clock.ms += 60_000  # the reinstall happens later
+    with open_outbox(tmp_path / "reinstalled.db", clock) as ob:
+        ob.append([bulk(2)])
+        second = [b.seq for b in drain(ob)]
+    assert second[0] > first[-1] > clock() - 60_000
 
 
 def test_ack_of_unknown_seq(outbox: Outbox) -> None:
@@ -483,7 +499,7 @@ def test_wal_and_shm_move_with_the_corrupt_file(db: Path, clock: Clock) -> None:
 def test_empty_file_is_a_fresh_outbox(db: Path, clock: Clock) -> None:
     db.write_bytes(b"")
     with open_outbox(db, clock) as ob:
-        assert ob.recovered_from is None and ob.stats().last_seq == 0
+        assert ob.recovered_from is None and ob.stats().last_seq == clock()
 
 
 def test_outbox_of_another_gateway_is_refused_untouched(db: Path, clock: Clock) -> None:
