@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import httpx
@@ -11,8 +10,8 @@ from fastapi.testclient import TestClient
 from cloud.api.app import create_app
 from cloud.settings import CloudSettings
 from gateway.keys import generate_keypair
-from pledgewatch.cli import main
 from protocols.uplink import Batch, Reading
+from tests.cloud.bank_setup import setup_bank
 from tests.services import influxd
 from uplink.envelope import encode_batch
 
@@ -20,15 +19,7 @@ from uplink.envelope import encode_batch
 def test_stored_batches_are_written_to_influxdb(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'cloud.db'}"
     key = generate_keypair(tmp_path / "gw.key")
-    sites = tmp_path / "sites.csv"
-    sites.write_text("site,name,kind,lat,lon\nranch-1,Ranch,ranch,-36.6,-64.3\n")
-    for args in (["create-bank", "TB", "--name", "T"],
-                 ["import-sites", "--bank", "TB", str(sites)],
-                 ["register-gateway", "--bank", "TB", "--site", "ranch-1", "gw-1",
-                  "--public-key-file", str(tmp_path / "gw.key.pub")]):
-        err = io.StringIO()
-        assert main(["cloud", "admin", *args, "--database-url", db_url],
-                    out=io.StringIO(), err=err) == 0, err.getvalue()
+    setup_bank(tmp_path, db_url, tmp_path / "gw.key.pub")
     readings = tuple(Reading("position", "truck-1", 1_767_225_600_000 + i * 1000,
                              1_767_225_600_500 + i * 1000, {"lat": -36.6 + i / 1e4,
                                                              "lon": -64.3})

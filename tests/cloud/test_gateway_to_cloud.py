@@ -4,7 +4,6 @@ saw acknowledged (every reading the gateway committed ends up in the cloud, once
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -21,28 +20,12 @@ import httpx
 from firmware_sim import PtyLink
 from firmware_sim.r2000_reader import R2000Reader, herd_tags
 from gateway.app import reading_digest
-from pledgewatch.cli import main
 from protocols.uplink import Reading
+from tests.cloud.bank_setup import setup_bank
 from tests.gateway.site_helpers import write_site
 from tests.services import free_port, mosquitto, wait_for_port
 
 SECRET_ENV = {"PLEDGEWATCH_SECRET_KEY": "test-secret-not-the-default"}
-
-
-def admin(db_url: str, *args: str) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["cloud", "admin", *args, "--database-url", db_url], out=out, err=err)
-    assert code == 0, err.getvalue()
-    return out.getvalue()
-
-
-def setup_bank(tmp: Path, db_url: str, pub_file: Path) -> None:
-    sites = tmp / "sites.csv"
-    sites.write_text("site,name,kind,lat,lon\nranch-1,Test ranch,ranch,-36.6,-64.3\n")
-    admin(db_url, "create-bank", "TB", "--name", "Test Bank")
-    admin(db_url, "import-sites", "--bank", "TB", str(sites))
-    admin(db_url, "register-gateway", "--bank", "TB", "--site", "ranch-1", "gw-1",
-          "--public-key-file", str(pub_file))
 
 
 class Cloud:

@@ -4,7 +4,6 @@ batches interleaved (and each batch twice); every reading ends up stored exactly
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import os
 import random
 import signal
@@ -19,8 +18,8 @@ from cloud.db.models import IngestedBatch
 from cloud.db.models import Reading as ReadingRow
 from cloud.db.session import make_engine, make_sessionmaker
 from gateway.keys import generate_keypair
-from pledgewatch.cli import main
 from protocols.uplink import Batch, Reading
+from tests.cloud.bank_setup import setup_bank
 from tests.services import free_port, postgres, wait_for_port
 from uplink.envelope import encode_batch
 
@@ -30,20 +29,12 @@ PER_BATCH = 50
 
 def test_two_cloud_processes_share_one_postgresql(tmp_path: Path) -> None:
     key = generate_keypair(tmp_path / "gw.key")
-    sites = tmp_path / "sites.csv"
-    sites.write_text("site,name,kind,lat,lon\nranch-1,Ranch,ranch,-36.6,-64.3\n")
     envelopes = [encode_batch(Batch("gw-1", seq, 1_767_225_600_000 + seq, tuple(
         Reading("weight", "wb-1", seq * 1000 + i, seq * 1000 + i,
                 {"weight_kg": float(seq * 1000 + i), "stable": True})
         for i in range(PER_BATCH))), key) for seq in range(1, BATCHES + 1)]
     with postgres(tmp_path / "pg") as db_url:
-        for args in (["create-bank", "TB", "--name", "T"],
-                     ["import-sites", "--bank", "TB", str(sites)],
-                     ["register-gateway", "--bank", "TB", "--site", "ranch-1", "gw-1",
-                      "--public-key-file", str(tmp_path / "gw.key.pub")]):
-            err = io.StringIO()
-            assert main(["cloud", "admin", *args, "--database-url", db_url],
-                        out=io.StringIO(), err=err) == 0, err.getvalue()
+        setup_bank(tmp_path, db_url, tmp_path / "gw.key.pub")
         ports = [free_port(), free_port()]
         env = {**os.environ, "PLEDGEWATCH_SECRET_KEY": "two-process-test",
                "PLEDGEWATCH_DATABASE_URL": db_url}
