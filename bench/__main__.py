@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUITES = ("codecs", "aggregate", "outbox", "gateway", "ingest")
+SUITES = ("codecs", "aggregate", "outbox", "gateway", "ingest", "valuation")
 
 
 def _machine() -> dict[str, object]:
