@@ -283,3 +283,8 @@ class Position(Base):
     lon: Mapped[float] = mapped_column(Float)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
 
+
+# The alert tables (cloud/alerts/models.py) live on this Base too. Importing them here (after
+# Base exists: that module imports it) means every user of Base.metadata - the alembic env,
+# schema_diff, create_all, tests/cloud/test_migrations.py - sees the whole schema.
+from cloud.alerts import models as _alert_models  # noqa: E402,F401

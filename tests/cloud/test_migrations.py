@@ -93,5 +93,5 @@ def test_migrations_ship_as_files_next_to_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")) == [
-        "0001_initial.py"]
-    assert head_revision() == "0001"
+        "0001_initial.py", "0002_alerts.py"]
+    assert head_revision() == "0002"
