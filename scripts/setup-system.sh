@@ -5,7 +5,9 @@
 # chromium) come into the tests.
 set -euo pipefail
 
-APT_PACKAGES=(mosquitto postgresql influxdb)   # MQTT broker; the cloud store; time series
+# MQTT broker; the cloud store; time series; the headless browser the dashboard tests drive
+# (Playwright runs Debian's /usr/bin/chromium: no browser download)
+APT_PACKAGES=(mosquitto postgresql influxdb chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

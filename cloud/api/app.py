@@ -35,9 +35,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud import read
+from cloud.alerts.runtime import start_alerts, stop_alerts
 from cloud.api.deps import SessionDep
-from cloud.api.routes import gateways, loans, sites
+from cloud.api.routes import alerts, gateways, loans, rules, sites, valuation, webhooks
 from cloud.api.schemas import ErrorPublic, HealthPublic
+from cloud.dashboard import router as dashboard_router
 from cloud.db.models import Base
 from cloud.db.session import make_engine, make_sessionmaker
 from cloud.errors import CloudError
@@ -143,6 +145,7 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
             try:
                 await service.start()
                 try:
+                    await start_alerts(app, factory, _wall_clock_ms)
                     async with asyncio.TaskGroup() as tg:
                         mqtt_task = None
                         if settings.mqtt_host:
@@ -161,6 +164,7 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
                             if mqtt_task is not None:
                                 mqtt_task.cancel()
                 finally:
+                    await stop_alerts(app)
                     await service.stop()
             finally:
                 registry.unregister(collector)
@@ -186,8 +190,9 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
     add_error_handlers(app)
 
     app.include_router(ingest_router)
-    for module in (sites, loans, gateways):
+    for module in (sites, loans, gateways, alerts, webhooks, rules, valuation):
         app.include_router(module.router)
+    app.include_router(dashboard_router)  # /dashboard/ (static page) and / -> /dashboard/
 
     @app.get("/healthz", response_model=HealthPublic, tags=["ops"],
              responses={503: {"model": HealthPublic, "description": "Database unreachable"}})
