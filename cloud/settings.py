@@ -25,6 +25,9 @@ class CloudSettings(BaseSettings):
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024 + 4096
     ingest_queue_size: Annotated[int, Field(gt=0)] = 64  # batches waiting for the writer
     replay_window: Annotated[int, Field(ge=0)] = 100_000  # seqs below last_seq - window: 409
+    # rules and valuation (cloud.domain): evaluated in the serving process every interval
+    rules_enabled: bool = True
+    rules_interval_s: Annotated[float, Field(gt=0)] = 2.0
     # MQTT ingest (optional): shared subscription so several cloud processes split the load
     mqtt_host: str | None = None
     mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
@@ -39,7 +42,7 @@ class CloudSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_secret(self) -> CloudSettings:
-        if not self.demo and self.secret_key == DEMO_SECRET:
-            raise ValueError("PLEDGEWATCH_SECRET_KEY is left at its demo default; set a real "
-                             "secret (or run the demo)")
+        if not self.demo and (self.secret_key == DEMO_SECRET or not self.secret_key.strip()):
+            raise ValueError("PLEDGEWATCH_SECRET_KEY is blank or left at its demo default; "
+                             "set a real secret (or run the demo)")
         return self

@@ -86,6 +86,7 @@ class Gateway:
         self.upload_backoff = Backoff(base_s=up.backoff_base_s, cap_s=up.backoff_cap_s)
         self.last_upload_error = ""
         self.rejected_readings = 0  # readings a driver produced that break the contract
+        self._last_store_ms = clock_ms()
         self.last_upload_ok_ms: int | None = None
 
     @staticmethod
@@ -125,6 +126,7 @@ class Gateway:
                     for weighbridge in self.truck_readers[r.device_id]:
                         weighbridge.set_truck(r.data["epc"], r.ts_ms)
         readings = list(readings)
+        self._last_store_ms = self.clock_ms()
         while True:
             try:
                 await asyncio.to_thread(self.outbox.append, readings)
@@ -143,6 +145,17 @@ class Gateway:
             self._ack_file.flush()
         if any(r.lane is Lane.PRIORITY for r in readings):
             self._wake.set()
+
+    async def heartbeat_loop(self) -> None:
+        """Store a ``heartbeat`` reading whenever nothing was stored for ``heartbeat_s``."""
+        every_ms = int(self.cfg.uplink.heartbeat_s * 1000)
+        while True:
+            await asyncio.sleep(self.cfg.uplink.heartbeat_s / 4)
+            now = self.clock_ms()
+            if now - self._last_store_ms >= every_ms:
+                pending = (await asyncio.to_thread(self.outbox.stats)).depth
+                await self.store([Reading("heartbeat", f"gateway:{self.cfg.gateway.id}", now,
+                                          now, {"outbox_readings": pending})])
 
     # -- upload loop -----------------------------------------------------------------------
     async def upload_loop(self) -> None:
@@ -244,6 +257,7 @@ class Gateway:
                          len(self.cfg.device), gw.http_host, server.port)
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self.upload_loop(), name="uploader")
+                    tg.create_task(self.heartbeat_loop(), name="heartbeat")
                     for dev_id, c in self.coordinators.items():
                         tg.create_task(c.run(), name=f"device:{dev_id}")
                     for dev_id, s in self.mqtt_sources.items():

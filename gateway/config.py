@@ -54,6 +54,9 @@ class UplinkConfig(_Strict):
     batch_max_readings: Annotated[int, Field(ge=1, le=50_000)] = 1000
     batch_max_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
     batch_max_age_s: Annotated[float, Field(gt=0)] = 5.0
+    # a heartbeat reading when nothing else was stored for this long (the cloud raises
+    # site_offline after 30 min without uploads)
+    heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
     timeout_s: Annotated[float, Field(gt=0)] = 15.0
     backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
     backoff_cap_s: Annotated[float, Field(gt=0)] = 60.0

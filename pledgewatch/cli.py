@@ -121,6 +121,41 @@ def _parse_faults(spec: str | None) -> Any:
         raise UsageError(str(exc)) from None
 
 
+def cmd_sim_run(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from pathlib import Path
+
+    from firmware_sim.world.scenario import ScenarioError
+    from pledgewatch.simrun.run import run
+    from pledgewatch.simrun.score import format_report, score_dir
+
+    if ns.speed is not None and not ns.speed > 0:
+        raise UsageError("--speed must be a positive number of simulated seconds per second")
+    scenario = Path(ns.scenario)
+    if not scenario.is_file():
+        raise UsageError(f"no scenario file {scenario}")
+    try:
+        result = run(scenario, Path(ns.out), speed=ns.speed,
+                     progress=None if ns.quiet else err)
+    except ScenarioError as exc:
+        err.write(f"pledgewatch sim run: {exc}\n")
+        return EXIT_BAD_INPUT
+    out.write(f"simulated {result.sim_ms / 3_600_000:.1f} h in {result.wall_s:.1f} s "
+              f"(x{result.speedup:,.0f}): {result.observations:,} observations, "
+              f"{result.readings:,} readings in {result.batches:,} batches, "
+              f"{result.alerts} alerts\n")
+    report = score_dir(Path(ns.out))
+    out.write(format_report(report) + "\n")
+    out.write(f"wrote {ns.out}/truth.jsonl, alerts.jsonl, valuations.jsonl, score.json\n")
+    return EXIT_OK
+
+
+def cmd_sim_score(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from pledgewatch.simrun.score import main_score
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        return main_score([ns.dir, *(["--json"] if ns.json else [])])
+
+
 def cmd_sim_device(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     import signal
     import threading
@@ -158,9 +193,18 @@ def cmd_sim_device(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
 
 
 def cmd_demo(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    from pledgewatch.demo import run_reader_demo
+    from pledgewatch.demo import DemoOptions, main_demo
 
-    return run_reader_demo(tags=ns.tags, duration=ns.duration, seed=ns.seed, out=out, err=err)
+    if ns.speed is not None and not ns.speed > 0:
+        raise UsageError("--speed must be a positive number of simulated seconds per second")
+    if ns.duration is not None and not ns.duration > 0:
+        raise UsageError("--duration must be a positive number of seconds")
+    for flag, port in (("--port", ns.port), ("--mqtt-port", ns.mqtt_port)):
+        if port is not None and not 0 < port < 65536:
+            raise UsageError(f"{flag} must be 1-65535, got {port}")
+    return main_demo(DemoOptions(scenario=ns.scenario, speed=ns.speed, duration_s=ns.duration,
+                                 data_dir=ns.data_dir, port=ns.port, mqtt_port=ns.mqtt_port,
+                                 mosquitto=ns.mosquitto, postgres=ns.postgres), out, err)
 
 
 def cmd_edge_keygen(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
@@ -327,6 +371,19 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="fault probabilities, e.g. split=0.1,garbage=0.05,bad_checksum=0.01")
     sd.add_argument("--duration", type=float, help="stop after this many seconds")
     sd.set_defaults(func=cmd_sim_device)
+    sr = ssub.add_parser("run", help="run a scenario's whole chain (world, gateways, cloud, "
+                                     "rules) and write truth, alerts, valuations and a score")
+    sr.add_argument("--scenario", required=True, metavar="FILE", help="scenario TOML "
+                    "(see docs/scenarios.md and scenarios/)")
+    sr.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    sr.add_argument("--speed", type=float, metavar="X", help="simulated seconds per wall "
+                    "second (default: as fast as possible)")
+    sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    sr.set_defaults(func=cmd_sim_run)
+    ss = ssub.add_parser("score", help="match a run's alerts to its truth (docs/scoring.md)")
+    ss.add_argument("dir", metavar="DIR", help="output directory of `sim run`")
+    ss.add_argument("--json", action="store_true", help="print score.json instead of a table")
+    ss.set_defaults(func=cmd_sim_score)
 
     e = sub.add_parser("edge", help="the site gateway: run it, check its config, make its key")
     esub = e.add_subparsers(dest="edge_command", metavar="EDGECOMMAND")
@@ -363,12 +420,34 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
         add_admin_parser(csub)
 
-    dm = sub.add_parser("demo", help="run the demo (for now: a simulated UHF reader on a pty "
-                                     "read through the R2000 codec)")
-    dm.add_argument("--tags", type=int, default=24, help="ear tags in the reader's field")
-    dm.add_argument("--duration", type=float, help="stop after this many seconds "
-                                                   "(default: until Ctrl-C)")
-    dm.add_argument("--seed", type=int, default=1)
+    dm = sub.add_parser(
+        "demo", help="the whole system on this machine: MQTT broker, cloud with dashboard, "
+                     "and a simulated ranch and warehouse with a scripted story (docs/demo.md)",
+        description="Start an MQTT broker, the cloud (API, docs, dashboard) and the simulated "
+                    "sites of a scenario; print the dashboard URL, a token, and every alert as "
+                    "it opens. Ctrl-C stops everything.")
+    from pledgewatch.demo import DEFAULT_PORT, DEFAULT_SCENARIO, STORY_WALL_S
+
+    dm.add_argument("--speed", type=float, metavar="X",
+                    help="simulated seconds per wall second (default: the scenario's whole "
+                         f"story in about {STORY_WALL_S:.0f} s)")
+    dm.add_argument("--duration", type=float, metavar="S",
+                    help="stop after S wall seconds (default: run until Ctrl-C)")
+    dm.add_argument("--data-dir", type=Path, metavar="DIR",
+                    help="keep the database, outboxes and outputs here (default: a temporary "
+                         "directory removed at exit)")
+    dm.add_argument("--port", type=int, metavar="PORT",
+                    help=f"HTTP port on 127.0.0.1 (default: {DEFAULT_PORT}, or the next free "
+                         "one)")
+    dm.add_argument("--mqtt-port", type=int, metavar="PORT",
+                    help="port of the embedded broker on 127.0.0.1 (default: any free one)")
+    dm.add_argument("--mosquitto", metavar="HOST:PORT",
+                    help="use this MQTT broker instead of the embedded one")
+    dm.add_argument("--postgres", metavar="URL",
+                    help="use this (empty) PostgreSQL database instead of SQLite, e.g. "
+                         "postgresql://user:pass@127.0.0.1:5432/pledgewatch_demo")
+    dm.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, metavar="FILE",
+                    help="scenario TOML (default: scenarios/demo.toml)")
     dm.set_defaults(func=cmd_demo)
     return p
 

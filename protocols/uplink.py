@@ -102,6 +102,10 @@ READING_KINDS: Final[dict[str, tuple[Lane, dict[str, tuple[type, ...]]]]] = {
                                        "last_ms": (int,), "reason": (str,)}),
     "alarm": (Lane.PRIORITY, {"alarm": (str,)}),
     "tamper": (Lane.PRIORITY, {"detail": (str,)}),
+    # the gateway is alive and its bulk lane is flowing: sent when it stored nothing else
+    # for a while, so the cloud tells an idle site from a dead one and its event-time
+    # watermark moves on
+    "heartbeat": (Lane.BULK, {"outbox_readings": (int,)}),
 }
 
 

@@ -16,6 +16,7 @@ Errors the API raises on purpose answer ``{"reason": "<machine word>", "detail":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -94,6 +95,23 @@ def _default_ingest(settings: CloudSettings, factory: sessionmaker[Session],
     return runner
 
 
+def _chain_hooks(first: Any, second: Any) -> Any:
+    """One ``on_stored`` hook calling ``first`` (may be None) then ``second``."""
+    if first is None:
+        return second
+
+    async def both(gateway_id: str, batch: Any) -> None:
+        await first(gateway_id, batch)
+        await second(gateway_id, batch)
+
+    return both
+
+
+async def _cancel_on_exit(coro: Any) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await coro
+
+
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -138,6 +156,14 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
                     await writer.ensure_db()
                 hook = InfluxHook(writer=writer, sessions=factory)
             app.state.influx = hook
+            rules = None
+            if settings.rules_enabled:
+                from cloud.domain.runner import RulesRunner
+
+                rules = RulesRunner(factory, clock_ms=_wall_clock_ms,
+                                    interval_s=settings.rules_interval_s)
+                hook = _chain_hooks(hook, rules.on_stored)
+            app.state.rules = rules
             service = ingest_factory(settings, factory, hook)
             app.state.ingest = service
             collector = _IngestCollector(service)
@@ -148,6 +174,9 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
                     await start_alerts(app, factory, _wall_clock_ms)
                     async with asyncio.TaskGroup() as tg:
                         mqtt_task = None
+                        rules_task = (None if rules is None else
+                                      tg.create_task(_cancel_on_exit(rules.run()),
+                                                     name="rules"))
                         if settings.mqtt_host:
                             from cloud.ingest.mqtt import MqttIngest
 
@@ -163,6 +192,8 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
                         finally:
                             if mqtt_task is not None:
                                 mqtt_task.cancel()
+                            if rules_task is not None:
+                                rules_task.cancel()
                 finally:
                     await stop_alerts(app)
                     await service.stop()
