@@ -12,6 +12,7 @@ help:
 	@echo "make test   - install into .venv and run the whole test suite"
 	@echo "make check  - ruff, and mypy on protocols, uplink, edge, gateway, cloud"
 	@echo "make bench  - benchmarks, printed as ratios against a baseline measured in the same run"
+	@echo "make fuzz   - 10^6 garbage bytes per decoder, the ingest path and the CSV importers"
 	@echo "make clean  - remove .venv and build output"
 
 # System packages the tests need (none yet beyond Python); installs with apt as root.
@@ -37,6 +38,9 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+fuzz: $(STAMP)
+	$(BIN)/python -m bench.fuzz
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -49,12 +49,13 @@ IN_FLIGHT = 8
 GW = "bench-gw"
 
 
-def _envelopes(n_batches: int, key: Ed25519PrivateKey, seed: int = 7) -> list[bytes]:
+def _envelopes(n_batches: int, key: Ed25519PrivateKey, seed: int = 7,
+               per_batch: int = BATCH) -> list[bytes]:
     import random
 
-    mix = reading_mix(n_batches * BATCH, random.Random(seed))
-    return [encode_batch(Batch(GW, seq, T0_MS + seq, tuple(mix[i:i + BATCH])), key)
-            for seq, i in enumerate(range(0, len(mix), BATCH), start=1)]
+    mix = reading_mix(n_batches * per_batch, random.Random(seed))
+    return [encode_batch(Batch(GW, seq, T0_MS + seq, tuple(mix[i:i + per_batch])), key)
+            for seq, i in enumerate(range(0, len(mix), per_batch), start=1)]
 
 
 def _setup_db(url: str, key: Ed25519PrivateKey) -> None:
@@ -201,6 +202,41 @@ def _postgresql(d: Path, key: Ed25519PrivateKey, envelopes: list[bytes],
     }
 
 
+SMALL_BATCH = 20  # what a slow gateway (0.4 readings/s, batch_max_age_s 60) sends
+
+
+def _small_batches(d: Path, key: Ed25519PrivateKey, batches: int = 1000) -> list[dict[str, Any]]:
+    """Batches/s of small batches (the per-batch cost: signature, dedupe lookup, one
+    transaction and commit) into SQLite and PostgreSQL; baseline: the same readings in
+    batches of 1,000 through the same service, same database kind."""
+    from tests.services import postgres
+
+    small = _envelopes(batches, key, seed=11, per_batch=SMALL_BATCH)
+    large = _envelopes(batches * SMALL_BATCH // BATCH, key, seed=11)
+    n = batches * SMALL_BATCH
+    rows = []
+
+    def row(kind: str, t_small: float, t_large: float) -> dict[str, Any]:
+        return {"bench": f"ingest.small_batches.{kind}", "readings": n,
+                "batch_readings": SMALL_BATCH, "batches_per_s": batches / t_small,
+                "readings_per_s": n / t_small,
+                "baseline": f"the same readings in batches of {BATCH}, same service",
+                "baseline_readings_per_s": n / t_large, "ratio_vs_baseline": t_large / t_small}
+
+    for name in ("small", "large"):
+        _setup_db(f"sqlite:///{d / f'sb-{name}.db'}", key)
+    rows.append(row("sqlite", _app_run(f"sqlite:///{d / 'sb-small.db'}", small),
+                    _app_run(f"sqlite:///{d / 'sb-large.db'}", large)))
+    (d / "pg-small").mkdir()
+    with postgres(d / "pg-small", fsync=True) as server:
+        urls = {name: _pg_database(server, f"sb_{name}") for name in ("small", "large")}
+        for url in urls.values():
+            _setup_db(url, key)
+        rows.append(row("postgresql", _app_run(urls["small"], small),
+                        _app_run(urls["large"], large)))
+    return rows
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -301,6 +337,7 @@ def run(batches: int = 100, repeats: int = 3) -> list[dict[str, Any]]:
             "ratio_vs_baseline": best_raw / best_app,
         })
         results.append(_postgresql(d, key, envelopes, repeats))
+        results += _small_batches(d, key)
         results.append(_burst(d, key))
     return results
 

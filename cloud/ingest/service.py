@@ -295,6 +295,9 @@ class IngestService:
             seen = await loop.run_in_executor(self._reads, self._precheck, header)
         except IngestRejected as exc:
             raise self._reject(exc) from None
+        except IngestUnavailable:  # key or dedupe lookup failed: the database is away
+            self.stats.unavailable += 1
+            raise
         if seen is not None:
             self.stats.duplicates += 1
             return IngestResult("duplicate", header.gateway_id, header.seq, seen)
