@@ -145,7 +145,9 @@ class DomainEngine:
                                          offline_clear_left=params[sid].clear_after_ticks)
             else:
                 site.info = info
-                site.params = params[sid]
+                if params[sid] != site.params:
+                    site.params = params[sid]
+                    site.state.set_params(params[sid])
                 site.state.set_registry(info.registry)
         self._by_gateway = {gw: sid for sid, s in self._sites.items() for gw in s.info.gateways}
         self._site_ids = {(s.info.registry.bank_id, s.info.registry.site_code): sid
@@ -330,13 +332,16 @@ class DomainEngine:
         change = today / before - 1.0
         if abs(change) <= site.params.price_shock_fraction:
             return []
+        # one alert per loan the site's collateral secures: the bank re-prices loans
         return [Condition(
             kind="price_shock", severity="high" if change < 0 else "info",
-            subject_type="site", subject_id=reg.site_code, site_code=reg.site_code,
-            loan_code=None, event_time_ms=day,
-            summary=f"{site.info.commodity} price {change:+.1%} day over day",
+            subject_type="loan", subject_id=loan.code, site_code=reg.site_code,
+            loan_code=loan.code, event_time_ms=day,
+            summary=f"{site.info.commodity} price {change:+.1%} day over day "
+                    f"(collateral of {loan.code} at {reg.site_code})",
             evidence={"commodity": site.info.commodity, "price_before_per_kg": before,
-                      "price_per_kg": today, "change": change})]
+                      "price_per_kg": today, "change": change})
+            for loan in reg.loans]
 
     # -- valuation -----------------------------------------------------------------------
     def _value(self, sid: int, site: _Site, tick: int, now: int) -> None:

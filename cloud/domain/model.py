@@ -154,6 +154,9 @@ class RuleParams:
     tare_tolerance: float = 0.03  # a truck's tare vs its median tare
     mixed_load_tolerance_kg: float = 50.0
     release_grace_ms: int = 30 * MINUTE_MS
+    # silence between two readings of a site longer than this is not watched time (the
+    # animals' missing windows do not run through it)
+    coverage_gap_ms: int = 30 * MINUTE_MS
     # devices and sites
     device_offline_after_ms: int = 30 * MINUTE_MS
     site_offline_after_ms: int = 30 * MINUTE_MS  # processing time without any upload

@@ -308,13 +308,19 @@ def feed_drop(previous_kg: Sequence[float], day_kg: float, fraction: float,
 
 
 def tare_deviation(tare_kg: float, previous_tares: Sequence[float], tolerance: float,
-                   min_previous: int = 3) -> float | None:
+                   min_previous: int = 2) -> float | None:
     """The truck's median previous tare when ``tare_kg`` differs from it by more than
-    ``tolerance`` (a fraction), else ``None``; needs ``min_previous`` earlier tares."""
+    ``tolerance`` (a fraction), else ``None``. Needs ``min_previous`` earlier tares that
+    agree with each other (spread within the tolerance, as an honest truck's do to a few
+    tens of kg): a baseline that is itself in doubt judges nothing."""
     if len(previous_tares) < min_previous:
         return None
     med = statistics.median(previous_tares)
-    if med > 0 and abs(tare_kg - med) > tolerance * med:
+    if med <= 0:
+        return None
+    if len(previous_tares) < 3 and max(previous_tares) - min(previous_tares) > tolerance * med:
+        return None
+    if abs(tare_kg - med) > tolerance * med:
         return float(med)
     return None
 
@@ -399,19 +405,24 @@ def coverage_condition(loan: LoanInfo, value: float, ts_ms: int, *,
 
 
 def price_shock_condition(commodity: str, prev: float | None, now: float | None,
-                          params: RuleParams, *, site_code: str, ts_ms: int
-                          ) -> Condition | None:
+                          params: RuleParams, *, site_code: str | None, ts_ms: int,
+                          loan_code: str | None = None) -> Condition | None:
     """A ``price_shock`` condition when the price per kg moved by more than
     ``params.price_shock_fraction`` between two quotes (domain.md 2.6: platforms re-price
-    on moves above 5 %). A fall is ``high``, a rise ``info``."""
+    on moves above 5 %). A fall is ``high``, a rise ``info``. The subject is the loan when
+    ``loan_code`` is given (the collateral re-priced), else the site."""
     if prev is None or now is None or not prev > 0:
         return None
     change = now / prev - 1.0
     if abs(change) <= params.price_shock_fraction:
         return None
+    if loan_code is None and site_code is None:
+        raise ValueError("a price shock needs a site or a loan")
     return Condition(
-        kind="price_shock", severity="high" if change < 0 else "info", subject_type="site",
-        subject_id=site_code, site_code=site_code, loan_code=None, event_time_ms=ts_ms,
+        kind="price_shock", severity="high" if change < 0 else "info",
+        subject_type="loan" if loan_code is not None else "site",
+        subject_id=loan_code if loan_code is not None else str(site_code),
+        site_code=site_code, loan_code=loan_code, event_time_ms=ts_ms,
         summary=f"{commodity} price {change:+.1%}",
         evidence={"commodity": commodity, "price_before_per_kg": prev, "price_per_kg": now,
                   "change": change})

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.alerts.service import rule_params
 from cloud.domain.engine import DomainEngine
 from cloud.domain.model import DAY_MS, RuleParams
 
@@ -30,7 +31,9 @@ class RulesRunner:
     def __init__(self, sessions: sessionmaker[Session], *, clock_ms: Callable[[], int],
                  interval_s: float = 2.0, reload_s: float = 60.0,
                  params: RuleParams | None = None) -> None:
-        self.engine = DomainEngine(sessions, clock_ms=clock_ms, params=params)
+        # per bank/site overrides set through PUT /v1/rules, re-read with the registry
+        self.engine = DomainEngine(sessions, clock_ms=clock_ms, params=params,
+                                   params_for=rule_params)
         self.clock_ms = clock_ms
         self.interval_s = interval_s
         self.reload_s = reload_s

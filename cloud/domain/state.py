@@ -17,7 +17,8 @@ everything keyed by what readings say (foreign tags, devices, trucks, pens, tick
 coverage gaps).
 
 Site coverage (why a crash does not make the herd "missing")
-    The site *reports* while readings of any kind from any of its devices keep arriving. A
+    The site *reports* while readings of any kind from any of its devices (the gateway's
+    ``heartbeat`` included: an idle but live gateway) keep arriving. A
     silence of more than ``COVERAGE_GAP_MS`` (30 min; ``RuleParams.coverage_gap_ms`` if the
     parameters grow one) between two readings is a coverage gap: the time is not counted.
     The *covered clock* is the event time elapsed while the site reported; it only moves
@@ -50,17 +51,18 @@ The rules (kinds of ``model.ALERT_KINDS``; ``site_offline``, ``coverage_breach``
     Holds until it moves.
 ``health_anomaly`` (animal, warning)
     Activity (motion counter steps, spread in proportion to time over the span between two
-    reads of the counter - a counter of exactly 0 is ignored: it is what an identity EPC,
-    counter bytes zeroed, looks like when a scale's tag identification passes one on - per 6 h UTC bin, with the seconds of each bin so observed) and
-    bunk visits (sightings by *bunk readers* - a device whose registry kind or id contains
-    ``bunk`` or ``feed`` - more than ``BUNK_VISIT_GAP_MS`` apart, per bin, over the site's
-    covered time) against the animal's own previous ``baseline_days``, same time of day,
-    herd common mode removed, lower CUSUM (``cusum_k``, ``cusum_h`` in daily SDs) over the
-    last ``HEALTH_RECENT_DAYS`` days of bins; see :mod:`cloud.domain.rules`. A bin takes data
+    reads of the counter, per 6 h UTC bin, with the seconds of each bin so observed; a
+    counter of exactly 0 is ignored: it is what an identity EPC, counter bytes zeroed, looks
+    like when a scale's tag identification passes one on) and bunk visits (sightings by
+    *bunk readers* - a device whose registry kind or id contains ``bunk`` or ``feed`` - more
+    than ``BUNK_VISIT_GAP_MS`` apart, per bin, over the site's covered time) against the
+    animal's own previous ``baseline_days``, same time of day, herd common mode removed,
+    lower CUSUM (``cusum_k``, ``cusum_h`` in daily SDs) over the last
+    ``HEALTH_RECENT_DAYS`` days of bins; see :mod:`cloud.domain.rules`. A bin takes data
     until the newest reading is ``HEALTH_SETTLE_MS`` past its end, then it is frozen (later
     data for it is dropped and counted), so the score at a tick depends only on the
-    readings up to it and is computed once per bin. Needs ``rules.MIN_BASELINE_DAYS`` days of
-    baseline. A motion tag whose counter has not moved for a whole bin is left to
+    readings up to it and is computed once per bin. Needs ``rules.MIN_BASELINE_DAYS`` days
+    of baseline. A motion tag whose counter has not moved for a whole bin is left to
     ``tag_inactive`` (dead or dropped, not ill). ``event_time`` = end of the bin at which
     the CUSUM crossed ``cusum_h``.
 ``feed_intake_drop`` (pen, warning)
@@ -80,9 +82,13 @@ The rules (kinds of ``model.ALERT_KINDS``; ``site_offline``, ``coverage_breach``
     ignored. Holds ``HOLD_MS`` after the last read.
 ``stock_below_minimum`` (site, high)
     Weighbridge ledger (pledged lot quantities as the opening stock-take + net in - net
-    out) below the pledged quantity by more than ``stock_tolerance`` (dynamic pledge:
-    goods may move while the stock stays above the line, domain.md 2.6). Site-level
-    because tickets do not name lots. Holds while below.
+    out) below the pledge's minimum by more than ``stock_tolerance``. The minimum starts at
+    the pledged quantity and drops by what left under release orders (the bank consented
+    to it); deliveries above it are free to leave under a dynamic pledge (domain.md 2.6), so
+    only unauthorized outbound beyond that cushion, or shrinkage, breaks it. Site-level
+    because tickets do not name lots. ``event_time`` = the ticket that took it below;
+    holds while below. The newest ``MAX_TICKETS`` tickets are kept; older ones count as
+    they were (outbound as released with consent).
 ``unauthorized_outbound`` (truck, high)
     An outbound ``weigh_ticket`` (``outbound``/``out``: the truck left heavier) without a
     release order for that truck (or for any truck, when the order names none) valid at
@@ -353,10 +359,11 @@ class SiteState:
         self._in_kg = 0.0
         self._out_kg = 0.0
         self._ticket_count = 0
-        self._outbound: collections.deque[_Ticket] = collections.deque(maxlen=MAX_TICKETS)
+        self._tickets: collections.deque[_Ticket] = collections.deque()  # <= MAX_TICKETS
+        self._evicted_in_kg = 0.0  # tickets that left the deque: settled as they were
+        self._evicted_out_kg = 0.0
         self._tares: dict[str, collections.deque[float]] = {}
         self._weight_flags: collections.deque[_Flag] = collections.deque(maxlen=MAX_EVENTS)
-        self._below_since: int | None = None
         self._integrity: collections.deque[_Flag] = collections.deque(maxlen=MAX_EVENTS)
         # pens: pen -> {day: kg}
         self._feed: dict[str, dict[int, float]] = {}
@@ -818,16 +825,16 @@ class SiteState:
         self._ticket_count += 1
         if d == "out":
             self._out_kg += t.net_kg
-            self._outbound.append(t)
         else:
             self._in_kg += t.net_kg
-        if self._registry.lots:
-            ledger = self._pledged_kg + self._in_kg - self._out_kg
-            if ledger < self._pledged_kg * (1.0 - self.params.stock_tolerance):
-                if self._below_since is None:
-                    self._below_since = ts
+        if len(self._tickets) >= MAX_TICKETS:
+            old = self._tickets.popleft()
+            if old.direction == "out":
+                self._evicted_out_kg += old.net_kg  # taken as released with consent
             else:
-                self._below_since = None
+                self._evicted_in_kg += old.net_kg
+            self.counters["tickets_settled"] += 1
+        self._tickets.append(t)
         if truck is not None:
             self._check_tare(t, truck)
         lines = data.get("lines", data.get("items"))
@@ -957,8 +964,9 @@ class SiteState:
         out += self._health_anomaly(tick_ms)
         out += self._feed_intake_drop(tick_ms)
         out += self._foreign_tag(tick_ms)
-        out += self._stock_below_minimum()
-        out += self._unauthorized_outbound(tick_ms)
+        matched = self._releases() if self._tickets else []
+        out += self._stock_below_minimum(matched)
+        out += self._unauthorized_outbound(tick_ms, matched)
         out += self._geofence_exit()
         out += self._held(self._weight_flags, "weight_discrepancy", "truck", tick_ms)
         out += self._device_offline_conditions()
@@ -1223,57 +1231,91 @@ class SiteState:
         return out
 
     # -- warehouse ------------------------------------------------------------------------------
-    def _stock_below_minimum(self) -> list[Condition]:
-        if not self._registry.lots:
-            return []
-        pledged = self._pledged_kg
-        ledger = pledged + self._in_kg - self._out_kg
-        if ledger >= pledged * (1.0 - self.params.stock_tolerance):
-            return []
-        site = self._registry.site_code
-        when = self._below_since if self._below_since is not None else self._last_ts
-        return [self._cond(
-            "stock_below_minimum", "high", "site", site, when,
-            f"ledger {ledger:,.0f} kg is {1 - ledger / pledged:.1%} below the pledged "
-            f"{pledged:,.0f} kg" if pledged > 0 else f"ledger {ledger:,.0f} kg below pledge",
-            {"ledger_kg": ledger, "pledged_kg": pledged, "in_kg": self._in_kg,
-             "out_kg": self._out_kg, "tolerance": self.params.stock_tolerance,
-             "lots": [lot.lot_code for lot in self._registry.lots]})]
-
-    def _unauthorized_outbound(self, tick: int) -> list[Condition]:
-        if not self._outbound:
-            return []
+    def _releases(self) -> list[tuple[_Ticket, float, float, str]]:
+        """Every kept ticket in order with ``(authorized kg, unauthorized kg, release
+        reference)`` for outbound ones (0, 0, "" for inbound): release orders valid at the
+        ticket's out time (+- ``release_grace_ms``) for its truck, or for any truck, are used
+        up by the earlier tickets first; excess within ``mixed_load_tolerance_kg`` is
+        forgiven. Against the registry as it is now, so late paperwork counts."""
         p = self.params
         orders = self._registry.release_orders
         remaining = [o.quantity_kg for o in orders]
-        since = tick - HOLD_MS
-        found: dict[str, tuple[_Ticket, float, str, int]] = {}
-        for t in self._outbound:  # in arrival order: earlier tickets use orders first
-            when = t.out_ms
+        out = []
+        for t in self._tickets:
+            if t.direction != "out":
+                out.append((t, 0.0, 0.0, ""))
+                continue
             need = t.net_kg
-            used_ref: str | None = None
+            ref = ""
             for j, o in enumerate(orders):
                 if o.truck_id is not None and o.truck_id != t.truck:
                     continue
-                if not o.valid_from_ms - p.release_grace_ms <= when <= \
+                if not o.valid_from_ms - p.release_grace_ms <= t.out_ms <= \
                         o.valid_to_ms + p.release_grace_ms:
                     continue
                 if o.quantity_kg <= 0:  # no quantity limit
                     need = 0.0
-                    used_ref = o.reference or f"release #{j}"
+                    ref = o.reference or f"release #{j}"
                     break
                 take = min(need, remaining[j])
                 if take > 0:
                     remaining[j] -= take
                     need -= take
-                    used_ref = o.reference or f"release #{j}"
+                    ref = o.reference or f"release #{j}"
                 if need <= p.mixed_load_tolerance_kg:
                     break
-            if need > p.mixed_load_tolerance_kg and t.ts_ms > since:
-                subject = t.truck or "unknown"
-                prior = found.get(subject)
-                count = prior[3] + 1 if prior else 1
-                found[subject] = (t, need, used_ref or "", count)
+            if need <= p.mixed_load_tolerance_kg:
+                need = 0.0
+            out.append((t, t.net_kg - need, need, ref))
+        return out
+
+    def _stock_below_minimum(self, matched: list[tuple[_Ticket, float, float, str]]
+                             ) -> list[Condition]:
+        if not self._registry.lots:
+            return []
+        pledged = self._pledged_kg
+        tol = self.params.stock_tolerance
+        ledger = pledged + self._evicted_in_kg - self._evicted_out_kg
+        minimum = pledged - self._evicted_out_kg
+        released = self._evicted_out_kg
+        since: int | None = None
+        below = ledger < max(minimum, 0.0) * (1.0 - tol)
+        for t, authorized, _, _ in matched:
+            if t.direction == "in":
+                ledger += t.net_kg
+            else:
+                ledger -= t.net_kg
+                minimum -= authorized
+                released += authorized
+            below = ledger < max(minimum, 0.0) * (1.0 - tol)
+            if not below:
+                since = None
+            elif since is None:
+                since = t.ts_ms
+        if not below:
+            return []
+        minimum = max(minimum, 0.0)
+        site = self._registry.site_code
+        return [self._cond(
+            "stock_below_minimum", "high", "site", site,
+            since if since is not None else (self._origin_ts or 0),
+            (f"ledger {ledger:,.0f} kg is {1 - ledger / minimum:.1%} below the pledged "
+             f"minimum of {minimum:,.0f} kg" if minimum > 0
+             else f"ledger {ledger:,.0f} kg is negative"),
+            {"ledger_kg": ledger, "minimum_kg": minimum, "pledged_kg": pledged,
+             "released_kg": released, "in_kg": self._in_kg, "out_kg": self._out_kg,
+             "tolerance": tol, "lots": [lot.lot_code for lot in self._registry.lots]})]
+
+    def _unauthorized_outbound(self, tick: int, matched: list[tuple[_Ticket, float, float, str]]
+                               ) -> list[Condition]:
+        since = tick - HOLD_MS
+        found: dict[str, tuple[_Ticket, float, str, int]] = {}
+        for t, _, excess, ref in matched:
+            if excess <= 0 or t.ts_ms <= since:
+                continue
+            subject = t.truck or "unknown"
+            prior = found.get(subject)
+            found[subject] = (t, excess, ref, prior[3] + 1 if prior else 1)
         out = []
         for subject, (t, excess, ref, count) in sorted(found.items()):
             if ref:

@@ -60,7 +60,9 @@ def test_tare_deviation() -> None:
     assert rules.tare_deviation(11_500.0, [12_000.0, 12_100.0, 11_900.0], 0.03) == 12_000.0
     assert rules.tare_deviation(11_700.0, [12_000.0, 12_100.0, 11_900.0], 0.03) is None
     assert rules.tare_deviation(13_000.0, [12_000.0, 12_000.0, 12_000.0], 0.03) == 12_000.0
-    assert rules.tare_deviation(5_000.0, [12_000.0, 12_000.0], 0.03) is None  # too few
+    assert rules.tare_deviation(11_000.0, [12_000.0, 12_020.0], 0.03) == 12_010.0
+    assert rules.tare_deviation(5_000.0, [12_000.0], 0.03) is None  # too few
+    assert rules.tare_deviation(5_000.0, [12_000.0, 9_000.0], 0.03) is None  # no baseline
 
 
 LOAN = LoanInfo(code="L1", currency="USD", outstanding=700.0, ltv_line=0.7,
@@ -92,3 +94,9 @@ def test_price_shock_condition() -> None:
     assert rise is not None and rise.severity == "info"
     assert rules.price_shock_condition("copper", None, 1.0, p, site_code="w", ts_ms=1) is None
     assert rules.price_shock_condition("copper", 0.0, 1.0, p, site_code="w", ts_ms=1) is None
+    per_loan = rules.price_shock_condition("copper", 100.0, 90.0, p, site_code=None, ts_ms=1,
+                                           loan_code="L-WH")
+    assert per_loan is not None
+    assert (per_loan.subject_type, per_loan.subject_id) == ("loan", "L-WH")
+    with pytest.raises(ValueError):
+        rules.price_shock_condition("copper", 100.0, 90.0, p, site_code=None, ts_ms=1)
