@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    - install into .venv and run the demo"
 	@echo "make test   - install into .venv and run the whole test suite"
-	@echo "make check  - ruff, and mypy on protocols, uplink, edge, gateway, cloud"
+	@echo "make check  - ruff, and mypy on every package"
 	@echo "make bench  - benchmarks, printed as ratios against a baseline measured in the same run"
 	@echo "make fuzz   - 10^6 garbage bytes per decoder, the ingest path and the CSV importers"
 	@echo "make clean  - remove .venv and build output"
@@ -34,7 +34,7 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check protocols uplink firmware_sim edge gateway cloud pledgewatch tests bench examples
-	$(BIN)/mypy protocols uplink edge gateway cloud
+	$(BIN)/mypy protocols uplink edge gateway cloud firmware_sim pledgewatch
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

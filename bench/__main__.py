@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUITES = ("codecs", "aggregate", "outbox", "gateway", "ingest", "valuation")
+SUITES = ("codecs", "aggregate", "outbox", "gateway", "ingest", "valuation", "simrun", "alerts")
 
 
 def _machine() -> dict[str, object]:
@@ -25,6 +25,8 @@ def _machine() -> dict[str, object]:
 
 
 def _rate(row: dict[str, Any]) -> tuple[str, float]:
+    if "latency_p50_ms" in row:
+        return "ms p50", float(row["latency_p50_ms"])
     if "rss_mb" in row:
         return "MB RSS", float(row["rss_mb"])
     if "envelope_bytes_per_reading" in row:
@@ -38,6 +40,8 @@ def _rate(row: dict[str, Any]) -> tuple[str, float]:
 
 
 def _baseline_rate(row: dict[str, Any]) -> float:
+    if "baseline_ms" in row:
+        return float(row["baseline_ms"])
     if "baseline_rss_mb" in row:
         return float(row["baseline_rss_mb"])
     if "json_bytes_per_reading" in row:

@@ -280,9 +280,11 @@ def cmd_edge_run(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
         assert task is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        await gw.run(on_ready=lambda port: err.write(
-            f"gateway {cfg.gateway.id} running; health on "
-            f"http://{cfg.gateway.http_host}:{port}/healthz\n"))
+        def ready(port: int) -> None:
+            err.write(f"gateway {cfg.gateway.id} running; health on "
+                      f"http://{cfg.gateway.http_host}:{port}/healthz\n")
+
+        await gw.run(on_ready=ready)
 
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(main_task())
