@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
@@ -133,34 +133,31 @@ def get_alert(alert_id: int, session: SessionDep,
         service.get_alert(session, alert_id, bank_id=principal.bank_id))
 
 
-@router.post("/{alert_id}/ack", response_model=AlertPublic,
-             responses={**ERRORS_404, **ERRORS_409})
-def acknowledge(alert_id: int, request: Request, session: SessionDep,
-                principal: AnalystPrincipal, body: NoteBody | None = None) -> AlertPublic:
+def _transition(action: Any, alert_id: int, request: Request, session: Session,
+                principal: Principal, body: NoteBody | None) -> AlertPublic:
+    """Acknowledge or resolve: the same checks, audit actor and answer for both."""
     try:
-        alert = service.acknowledge(
-            session, alert_id, bank_id=principal.bank_id,
-            actor=service.user_actor(session, principal.user_id), now_ms=now_ms(request),
-            note=body.note if body else None)
+        alert = action(session, alert_id, bank_id=principal.bank_id,
+                       actor=service.user_actor(session, principal.user_id),
+                       now_ms=now_ms(request), note=body.note if body else None)
     except service.InvalidTransitionError as exc:
         raise as_http(exc) from exc
     session.commit()
     return AlertPublic.model_validate(alert)
+
+
+@router.post("/{alert_id}/ack", response_model=AlertPublic,
+             responses={**ERRORS_404, **ERRORS_409})
+def acknowledge(alert_id: int, request: Request, session: SessionDep,
+                principal: AnalystPrincipal, body: NoteBody | None = None) -> AlertPublic:
+    return _transition(service.acknowledge, alert_id, request, session, principal, body)
 
 
 @router.post("/{alert_id}/resolve", response_model=AlertPublic,
              responses={**ERRORS_404, **ERRORS_409})
 def resolve(alert_id: int, request: Request, session: SessionDep,
             principal: AnalystPrincipal, body: NoteBody | None = None) -> AlertPublic:
-    try:
-        alert = service.resolve(
-            session, alert_id, bank_id=principal.bank_id,
-            actor=service.user_actor(session, principal.user_id), now_ms=now_ms(request),
-            note=body.note if body else None)
-    except service.InvalidTransitionError as exc:
-        raise as_http(exc) from exc
-    session.commit()
-    return AlertPublic.model_validate(alert)
+    return _transition(service.resolve, alert_id, request, session, principal, body)
 
 
 @router.post("/{alert_id}/comments", response_model=CommentPublic,
