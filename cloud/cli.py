@@ -1,4 +1,5 @@
-"""``pledgewatch cloud admin ...``: set up banks, users, tokens, gateways and the registry.
+"""``pledgewatch cloud admin ...``: set up banks, users, tokens, gateways, geofences and the
+registry.
 
 Wired into the ``pledgewatch`` parser by :func:`add_cloud_parser`. Every command takes
 ``--database-url`` (default: ``PLEDGEWATCH_DATABASE_URL``, read here and nowhere else, then
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 LIST_KINDS: Final = ("banks", "users", "tokens", "gateways", "sites", "loans")
 MAX_KEY_FILE_BYTES: Final = 4096
+_NEGATIVE_NUMBER_START: Final = re.compile(r"^-\.?\d")
 
 Command = Callable[[argparse.Namespace, TextIO, TextIO, TextIO], int]
 
@@ -260,6 +263,35 @@ def cmd_add_price(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextI
     return _run(ns, out, err, act)
 
 
+def cmd_add_geofence(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    def act(s: Session) -> _Done:
+        fence = service.add_geofence(s, bank_code=ns.bank, site_code=ns.site, name=ns.name,
+                                     points=service.parse_points(ns.points))
+        n = len(fence.polygon["points"])
+        return _Done(out=[f"geofence {fence.name!r} ({n} points) added to site {ns.site} of "
+                          f"bank {ns.bank}"])
+    return _run(ns, out, err, act)
+
+
+def cmd_remove_geofence(ns: argparse.Namespace, out: TextIO, err: TextIO,
+                        stdin: TextIO) -> int:
+    def act(s: Session) -> _Done:
+        service.remove_geofence(s, bank_code=ns.bank, site_code=ns.site, name=ns.name)
+        return _Done(out=[f"geofence {ns.name.strip()!r} removed from site {ns.site} of bank "
+                          f"{ns.bank}"])
+    return _run(ns, out, err, act)
+
+
+def cmd_list_geofences(ns: argparse.Namespace, out: TextIO, err: TextIO,
+                       stdin: TextIO) -> int:
+    def act(s: Session) -> _Done:
+        fences = service.list_geofences(s, bank_code=ns.bank, site_code=ns.site)
+        return _Done(out=_table(("SITE", "NAME", "N", "POINTS"),
+                                [(f.site, f.name, len(f.points), service.format_points(f.points))
+                                 for f in fences]))
+    return _run(ns, out, err, act)
+
+
 def cmd_list(ns: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     if ns.kind != "banks" and not ns.bank:
         err.write(f"pledgewatch cloud admin list {ns.kind}: --bank CODE is required\n")
@@ -394,6 +426,31 @@ def add_admin_parser(cloud_sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--date", required=True, type=_date, metavar="YYYY-MM-DD")
     p.add_argument("--source", metavar="TEXT")
     p.set_defaults(func=cmd_add_price)
+
+    p = a.add_parser("add-geofence", parents=[db, bank],
+                     help="draw a named geofence polygon around a site (a tracker outside "
+                          "every fence of its site raises geofence_exit)")
+    p.add_argument("name", metavar="NAME", help="unique per site, e.g. yard")
+    p.add_argument("--site", required=True, metavar="SITE")
+    p.add_argument("--points", required=True, metavar="LAT,LON;LAT,LON;...",
+                   help="at least 3 vertices in decimal degrees (WGS84), in order around the "
+                        "polygon; it closes itself")
+    # Southern and western sites start with a minus: "-34.6,-58.4;..." must be a value, not
+    # an unknown option. This parser has no option that looks like a number, so an argument
+    # that starts like a negative number is always a value (what Python 3.12's argparse does
+    # for any parser; 3.11 only knows plain numbers such as -34.6).
+    p._negative_number_matcher = _NEGATIVE_NUMBER_START
+    p.set_defaults(func=cmd_add_geofence)
+
+    p = a.add_parser("remove-geofence", parents=[db, bank], help="remove a site's geofence")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--site", required=True, metavar="SITE")
+    p.set_defaults(func=cmd_remove_geofence)
+
+    p = a.add_parser("list-geofences", parents=[db, bank],
+                     help="list a bank's geofences (one site's with --site)")
+    p.add_argument("--site", metavar="SITE")
+    p.set_defaults(func=cmd_list_geofences)
 
     p = a.add_parser("list", parents=[db], help="list banks, or a bank's users, tokens, "
                                                 "gateways, sites, loans")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -32,6 +33,14 @@ class CloudSettings(BaseSettings):
     mqtt_host: str | None = None
     mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
     mqtt_topic: str = "$share/pledgewatch-cloud/pledgewatch/ingest/+"
+    # the MQTT client id of this process's persistent session (clean_session false): it must
+    # stay the same across restarts, so a restart resumes its session instead of leaving a
+    # dead one in the shared-subscription group (mosquitto keeps handing that one its share
+    # of the messages), and be unique per process: two cloud processes on one host must
+    # each set their own
+    mqtt_client_id: str = Field(
+        default_factory=lambda: f"pledgewatch-cloud-{socket.gethostname()}", min_length=1,
+        max_length=256)
     # InfluxDB (optional): v1 HTTP API (``influx_v1_url``) or 2.x/3.x (``influx_url`` + token)
     influx_v1_url: str | None = None
     influx_v1_db: str = "pledgewatch"

@@ -30,7 +30,7 @@ from gateway.errors import ReadingRejected, UploadError
 from gateway.health import GatewayMetrics, HealthServer
 from gateway.keys import load_private_key
 from gateway.outbox import Outbox
-from gateway.uploader import HttpUploader, MqttUploader, Uploader
+from gateway.uploader import HttpUploader, MqttUploader, SeqConflict, Uploader
 from protocols.uplink import Lane, Reading
 from uplink.envelope import pack_reading
 
@@ -159,8 +159,14 @@ class Gateway:
 
     # -- upload loop -----------------------------------------------------------------------
     async def upload_loop(self) -> None:
+        """Upload the outbox's batches one at a time, oldest first; a batch leaves the
+        outbox only after a 2xx (or PUBACK). A 409 refusing the batch's seq (the outbox was
+        replaced or restored: see :meth:`Outbox.rebase`) re-signs the same readings above
+        the cloud's ``last_seq`` and sends them again at once; a second refusal in a row
+        backs off like any failure."""
         up = self.cfg.uplink
         max_age_ms = int(up.batch_max_age_s * 1000)
+        seq_refusals = 0  # consecutive 409s refusing a seq
         while True:
             due = await asyncio.to_thread(self.outbox.should_flush, self.clock_ms(),
                                           max_age_ms, up.batch_max_readings)
@@ -178,6 +184,15 @@ class Gateway:
             except UploadError as exc:
                 self.metrics.upload_failures.labels(reason=exc.reason).inc()
                 self.last_upload_error = str(exc)
+                if isinstance(exc, SeqConflict):
+                    # nothing of the batch was stored: same readings, new seq (counted
+                    # above by reason: one rebase per such failure)
+                    await asyncio.to_thread(self.outbox.rebase, batch.seq,
+                                            exc.cloud_last_seq, self.key)
+                    seq_refusals += 1
+                    if seq_refusals > 1:
+                        await asyncio.sleep(self.upload_backoff.failed(self.rng.random()))
+                    continue
                 if exc.status in _REJECTING_STATUSES:
                     await asyncio.to_thread(self.outbox.reject, batch.seq, exc.reason)
                     continue
@@ -188,6 +203,7 @@ class Gateway:
                 await asyncio.sleep(delay)
                 continue
             await asyncio.to_thread(self.outbox.ack, batch.seq)
+            seq_refusals = 0
             self.upload_backoff.succeeded()
             self.last_upload_ok_ms = self.clock_ms()
             self.metrics.uploaded_batches.inc()

@@ -13,8 +13,12 @@ One SQLite file (stdlib ``sqlite3``, WAL journal). Three promises:
    ``seq = last seq + 1`` and stores envelope, new ``last_seq`` and the removal of the claimed
    readings in ONE transaction, before anything is sent. Until :meth:`Outbox.ack` it returns
    that same envelope, byte for byte, so a resend after a crash or timeout is a duplicate the
-   cloud recognises by ``(gateway_id, seq)``. ``last_seq`` is never lowered, so a seq is never
-   reused, even when the outbox is empty.
+   cloud recognises by ``(gateway_id, seq)`` and its identical signature. ``last_seq`` is
+   never lowered, so a seq is never reused, even when the outbox is empty. The one exception
+   to "never changes" is :meth:`Outbox.rebase`: when the cloud answers that it cannot take
+   the batch's seq at all (409 ``seq_reused`` / ``replay_outside_window``: nothing of it was
+   stored), the same readings, in the same order, are re-signed under a seq above the
+   cloud's ``last_seq``.
 3. **A full disk loses only bulk data, and says so.** Past ``disk_budget_bytes`` the oldest
    unclaimed *bulk* readings are deleted (never priority ones), counted in
    ``dropped_total``, and summarised by one ``data_integrity`` priority reading per drop
@@ -36,7 +40,13 @@ A file that is not a SQLite database, fails ``PRAGMA quick_check``, or has anoth
 moved aside to ``<name>.corrupt-<ms>`` (with its ``-wal``/``-shm``) and a fresh outbox is
 started; :attr:`Outbox.recovered_from` names the moved file so the gateway reports it. The
 fresh outbox starts its seq at the clock's milliseconds, above any seq the lost file can
-have used, so the cloud cannot mistake new batches for old ones. (``quick_check`` is
+have used, so the cloud cannot mistake new batches for old ones. Every open of an existing
+file also raises ``last_seq`` to at least the clock's milliseconds (a batch takes far more
+than a millisecond, so the clock outruns the seqs): a file restored from an older backup then
+starts above every seq its gateway used since the backup, even over MQTT, where the cloud
+cannot answer ``seq_reused``. Seqs therefore grow by one per batch and jump at a restart.
+Neither helps when the clock is behind the seqs (a clock that was fast when they were
+made): then the cloud's 409 and :meth:`Outbox.rebase` do. (``quick_check`` is
 ``integrity_check`` without the index-versus-table comparison; these tables have no
 secondary indexes, so it finds the same damage, faster.)
 
@@ -246,6 +256,11 @@ class Outbox:
         self._count = {Lane.PRIORITY: 0, Lane.BULK: 0}
         self._bytes = 0
         self._recount()
+        try:
+            self._raise_seq_to_clock()
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -396,6 +411,13 @@ class Outbox:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
+
+    def _raise_seq_to_clock(self) -> None:
+        """``last_seq = max(last_seq, clock)`` (see the module docstring); a pending batch
+        keeps its seq and bytes."""
+        now = self.clock_ms()
+        with self._lock, self._transaction() as conn:
+            conn.execute("UPDATE state SET last_seq = ? WHERE last_seq < ?", (now, now))
 
     # -- transactions ---------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -678,6 +700,49 @@ class Outbox:
             finally:
                 self._conn.execute(f"PRAGMA synchronous={self.synchronous}")
             return True
+
+    def rebase(self, seq: int, cloud_last_seq: int | None, key: Ed25519PrivateKey, *,
+               level: int = DEFAULT_LEVEL) -> PendingBatch | None:
+        """The cloud refused pending batch ``seq`` for its seq alone (409 ``seq_reused`` or
+        ``replay_outside_window``, which store nothing): its readings must not be deleted
+        (a 200 ``duplicate`` would have lost them) nor resent under that seq (refused
+        forever). Raises ``last_seq`` to ``max(last_seq, cloud_last_seq)`` and, in the same
+        transaction, replaces the batch by one holding the same readings in the same order
+        (priority ones first, as claimed), signed under ``last_seq + 1``; returns it, to be
+        resent byte for byte until acked like any batch. ``cloud_last_seq`` None (the cloud
+        did not say) moves one seq up. If ``seq`` is not pending (already acked or rebased),
+        only ``last_seq`` is raised and None returned."""
+        if cloud_last_seq is not None and not 0 <= cloud_last_seq < 2**63 - 1:
+            raise ValueError(f"cloud_last_seq {cloud_last_seq} is not a usable seq")
+        with self._lock, self._transaction() as conn:
+            (last_seq,) = conn.execute("SELECT last_seq FROM state").fetchone()
+            last_seq = max(last_seq, cloud_last_seq or 0)
+            row = conn.execute("SELECT readings, priority_readings, oldest_recv_ms, envelope "
+                               "FROM batch WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                conn.execute("UPDATE state SET last_seq = ?", (last_seq,))
+                return None
+            n, priority, oldest, old = row
+            try:
+                readings = decode_own_envelope(old).readings
+            except UplinkError as exc:  # our own committed bytes: the file is damaged
+                raise OutboxError(self.path, f"batch {seq} cannot be decoded: {exc}",
+                                  reason="corrupt") from exc
+            new_seq = last_seq + 1
+            created_ms = self.clock_ms()
+            envelope = encode_packed(gateway_id=self.gateway_id, seq=new_seq,
+                                     created_ms=created_ms,
+                                     packed_readings=[pack_reading(r) for r in readings],
+                                     count=n, key=key, level=level)
+            conn.execute("DELETE FROM batch WHERE seq = ?", (seq,))
+            conn.execute("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?)",
+                         (new_seq, created_ms, n, priority, oldest, envelope))
+            conn.execute("UPDATE state SET last_seq = ?", (new_seq,))
+            self._bytes += len(envelope) - len(old)
+        log.warning("cloud refused the seq of batch %d (its last seq: %s): its %d readings "
+                    "are re-signed as batch %d", seq, cloud_last_seq, n, new_seq)
+        return PendingBatch(seq=new_seq, created_ms=created_ms, envelope=envelope,
+                            readings=n, priority_readings=priority)
 
     def reject(self, seq: int, reason: str) -> int:
         """The cloud refused batch ``seq`` for good because of its content (400, 413, 422:

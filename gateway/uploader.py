@@ -5,6 +5,11 @@
 
 Failures raise :class:`gateway.errors.UploadError` with the HTTP status (if any), the
 server's Retry-After and a machine-readable reason; httpx and aiomqtt exceptions never leak.
+A 409 saying the batch's seq cannot be taken (``seq_reused``, ``replay_outside_window``)
+raises :class:`SeqConflict` with the cloud's ``last_seq`` from the answer, so the gateway can
+re-sign the batch above it (:meth:`gateway.outbox.Outbox.rebase`). Over MQTT there is no
+answer from the cloud, only the broker's PUBACK: such a batch is refused there, counted and
+logged by the cloud, and lost (docs/uplink.md).
 """
 
 from __future__ import annotations
@@ -18,10 +23,25 @@ import httpx
 
 from gateway.errors import UploadError
 
-__all__ = ["CONTENT_TYPE", "HttpUploader", "MqttUploader", "Uploader"]
+__all__ = ["CONTENT_TYPE", "SEQ_CONFLICT_REASONS", "HttpUploader", "MqttUploader",
+           "SeqConflict", "Uploader"]
 
 CONTENT_TYPE: Final = "application/vnd.pledgewatch.batch"
 MAX_REASON_CHARS: Final = 300
+# 409 reasons meaning "nothing of this batch was stored and this seq never will be": the
+# readings are re-sent under a new seq above the cloud's last one
+SEQ_CONFLICT_REASONS: Final = frozenset({"seq_reused", "replay_outside_window"})
+_MAX_SEQ: Final = 2**63 - 1
+
+
+class SeqConflict(UploadError):
+    """The cloud refused the batch's seq (409 ``seq_reused`` or ``replay_outside_window``):
+    nothing of it was stored. ``cloud_last_seq`` is the highest seq the cloud stored for this
+    gateway, None when the answer did not say (an older cloud)."""
+
+    def __init__(self, message: str, *, reason: str, cloud_last_seq: int | None) -> None:
+        super().__init__(message, reason=reason, status=409)
+        self.cloud_last_seq = cloud_last_seq
 
 
 class Uploader(Protocol):
@@ -81,10 +101,18 @@ class HttpUploader:
         if 200 <= resp.status_code < 300:
             return
         reason = f"http_{resp.status_code}"
+        body: object = None
         with contextlib.suppress(ValueError, AttributeError):
             body = resp.json()
             if isinstance(body, dict) and isinstance(body.get("reason"), str):
                 reason = body["reason"][:MAX_REASON_CHARS]
+        if resp.status_code == 409 and reason in SEQ_CONFLICT_REASONS:
+            last = body.get("last_seq") if isinstance(body, dict) else None
+            cloud_last_seq = (last if isinstance(last, int) and not isinstance(last, bool)
+                              and 0 <= last < _MAX_SEQ else None)
+            raise SeqConflict(f"cloud answered 409 to batch {seq}: {reason} (its last seq: "
+                              f"{cloud_last_seq})", reason=reason,
+                              cloud_last_seq=cloud_last_seq)
         raise UploadError(f"cloud answered {resp.status_code} to batch {seq}: {reason}",
                           reason=reason, status=resp.status_code,
                           retry_after_s=_retry_after(resp.headers.get("Retry-After")))

@@ -584,8 +584,11 @@ class _Demo:
 
         # rules_enabled=False: the runner's domain engine evaluates the rules, on the
         # simulated clock; the app's own rules runner would judge March's readings by today
+        # the client id _forget_session removes at exit (not the host-name default, which a
+        # real cloud on this host would share)
         settings = CloudSettings(database_url=sim.url, demo=True, mqtt_host=self.mqtt[0],
                                  mqtt_port=self.mqtt[1], mqtt_topic=self.topic,
+                                 mqtt_client_id=f"pledgewatch-cloud-{os.getpid()}",
                                  rules_enabled=False)
         self.cloud = await self.stack.enter_async_context(
             served_cloud(settings, self.sock, ingest=ingest))

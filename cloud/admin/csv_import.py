@@ -73,7 +73,7 @@ COLUMNS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "loans": (("loan", "borrower", "currency", "outstanding", "ltv_line", "margin_call_line",
                "liquidation_line"), ("borrower_name", "haircut", "sites")),
     "animals": (("loan", "site"), ("epc", "iso11784", "breed", "sex", "birth_date",
-                                   "entry_weight_kg", "pen")),
+                                   "entry_weight_kg", "entry_date", "pen")),
     "lots": (("lot", "loan", "site", "sku", "commodity", "quantity", "unit"), ("zone",)),
 }
 
@@ -551,7 +551,8 @@ def _other_pledges(session: Session, column: str, keys: set[str],
 def import_animals(session: Session, *, bank_code: str, path: Path,
                    display: str | None = None, today: dt.date | None = None) -> ImportResult:
     """``animals.csv``: epc, iso11784, loan, site, breed, sex, birth_date, entry_weight_kg,
-    pen. An EPC in pledgewatch's ISO-in-EPC layout fills (or must match) ``iso11784``."""
+    entry_date (the day the entry weight was taken; default: the import day), pen. An EPC in
+    pledgewatch's ISO-in-EPC layout fills (or must match) ``iso11784``."""
     display = display or str(path)
     today = today or dt.date.today()
     bank = get_bank(session, bank_code)
@@ -568,6 +569,11 @@ def import_animals(session: Session, *, bank_code: str, path: Path,
         sex = row.choice("sex", SEXES, required=False)
         birth = row.date("birth_date", not_after=today)
         weight = row.number("entry_weight_kg", low=0, high=MAX_ENTRY_WEIGHT_KG, low_open=True)
+        entry_date = row.date("entry_date", not_after=today)
+        if entry_date is not None and birth is not None and entry_date < birth:
+            row.error("entry_date", f"{entry_date} is before the birth date {birth}")
+        if weight is not None and entry_date is None:
+            entry_date = today
         pen = row.text("pen", max_len=32)
         if target is None:
             continue
@@ -586,7 +592,7 @@ def import_animals(session: Session, *, bank_code: str, path: Path,
             planned.append((row, PledgedAnimal(
                 loan_id=loan.id, site_id=site.id, epc=epc, iso11784=iso, breed=breed,
                 sex=SEXES[sex] if sex else None, birth_date=birth, entry_weight_kg=weight,
-                pen=pen)))
+                entry_date=entry_date, pen=pen)))
     for column in ("epc", "iso11784"):
         keys = {getattr(a, column) for _, a in planned} - {None}
         pledged = _other_pledges(session, column, keys)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cloud.db.models import (
     Bank,
     Borrower,
     Gateway,
+    Geofence,
     Loan,
     LoanSite,
     PledgedAnimal,
@@ -41,13 +43,16 @@ from cloud.errors import CloudError
 __all__ = [
     "CODE_PATTERN",
     "CURRENCY_PATTERN",
+    "MAX_GEOFENCE_POINTS",
     "PRICE_UNITS",
     "PUBLIC_KEY_BYTES",
     "AdminError",
     "GatewayRow",
+    "GeofenceRow",
     "LoanRow",
     "SiteRow",
     "TokenRow",
+    "add_geofence",
     "add_price",
     "add_release_order",
     "check_code",
@@ -55,16 +60,20 @@ __all__ = [
     "create_token",
     "create_user",
     "disable_gateway",
+    "format_points",
     "get_bank",
     "get_site",
     "list_banks",
     "list_gateways",
+    "list_geofences",
     "list_loans",
     "list_sites",
     "list_tokens",
     "list_users",
+    "parse_points",
     "parse_public_key",
     "register_gateway",
+    "remove_geofence",
     "revoke_token",
 ]
 
@@ -76,6 +85,11 @@ PRICE_UNITS: Final = ("kg", "t")
 PUBLIC_KEY_BYTES: Final = 32
 MAX_NAME: Final = 200
 MAX_TOKEN_DAYS: Final = 3650
+# a site boundary drawn by hand or from a survey: a few to a few hundred vertices. Every GPS
+# fix is tested against every vertex of every fence of its site (cloud.domain.rules), so the
+# cap also bounds that cost.
+MAX_GEOFENCE_POINTS: Final = 1000
+MAX_GEOFENCE_NAME: Final = 100  # geofences.name is VARCHAR(100)
 
 
 class AdminError(CloudError):
@@ -293,6 +307,108 @@ def add_price(session: Session, *, bank_code: str, commodity: str, price: str | 
     return row
 
 
+# -- geofences -------------------------------------------------------------------------------
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """``"lat,lon;lat,lon;..."`` (decimal degrees, WGS84; spaces allowed, a trailing ``;``
+    too) -> ``[(lat, lon), ...]``. Only the syntax and the ranges are checked here; the shape
+    is checked by :func:`add_geofence`."""
+    parts = [p.strip() for p in text.split(";")]
+    if parts and not parts[-1]:
+        parts.pop()
+    if not parts:
+        raise AdminError("no points given (--points \"lat,lon;lat,lon;lat,lon\")",
+                         reason="invalid")
+    points = []
+    for n, part in enumerate(parts, start=1):
+        fields = [f.strip() for f in part.split(",")]
+        if len(fields) != 2:
+            raise AdminError(f"point {n} {part!r} is not lat,lon", reason="invalid")
+        try:
+            lat, lon = float(fields[0]), float(fields[1])
+        except ValueError:
+            raise AdminError(f"point {n} {part!r} is not two numbers (lat,lon in decimal "
+                             "degrees)", reason="invalid") from None
+        points.append((lat, lon))
+    return points
+
+
+def _check_polygon(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The polygon as stored: every vertex a valid (lat, lon), at least 3 distinct, not
+    closed by repeating the first (the ring closes itself), enclosing some area."""
+    ring = [(float(lat), float(lon)) for lat, lon in points]
+    for n, (lat, lon) in enumerate(ring, start=1):
+        if not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
+            raise AdminError(f"point {n}: latitude {lat:g} is outside -90..90",
+                             reason="invalid")
+        if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+            raise AdminError(f"point {n}: longitude {lon:g} is outside -180..180",
+                             reason="invalid")
+    if len(ring) > 1 and ring[0] == ring[-1]:
+        ring.pop()
+    if len(set(ring)) < 3:
+        raise AdminError(f"a geofence needs at least 3 distinct points, got {len(set(ring))}",
+                         reason="invalid")
+    if len(ring) > MAX_GEOFENCE_POINTS:
+        raise AdminError(f"a geofence may have at most {MAX_GEOFENCE_POINTS} points, got "
+                         f"{len(ring)}", reason="invalid")
+    lons = [lon for _, lon in ring]
+    if max(lons) - min(lons) > 180.0:
+        # the rules' point-in-polygon test works in plain degrees (cloud.domain.rules)
+        raise AdminError("the polygon spans more than 180 degrees of longitude (fences "
+                         "across the antimeridian are not supported)", reason="invalid")
+    # shoelace formula relative to the first vertex (absolute degrees would drown a small
+    # site's area in rounding), against the bounding box: collinear points give ~0
+    y0, x0 = ring[0]
+    rel = [(lat - y0, lon - x0) for lat, lon in ring]
+    twice_area = sum(a[1] * b[0] - b[1] * a[0]
+                     for a, b in zip(rel, rel[1:] + rel[:1], strict=True))
+    lats = [lat for lat, _ in ring]
+    box = (max(lats) - min(lats)) * (max(lons) - min(lons))
+    if abs(twice_area) <= 1e-9 * box:
+        # every fix would be outside it: a geofence_exit for every tracker of the site
+        raise AdminError("the points enclose no area (all on one line)", reason="invalid")
+    return ring
+
+
+def format_points(points: Sequence[Sequence[float]]) -> str:
+    """The ``--points`` text of a polygon (shortest exact decimals)."""
+    return ";".join(f"{float(p[0])!r},{float(p[1])!r}" for p in points)
+
+
+def add_geofence(session: Session, *, bank_code: str, site_code: str, name: str,
+                 points: Sequence[tuple[float, float]]) -> Geofence:
+    """A named polygon of ``(lat, lon)`` points around a site: a tracker whose latest fix is
+    outside every fence of its site raises ``geofence_exit``. Names are unique per site."""
+    name = name.strip()
+    if not name or len(name) > MAX_GEOFENCE_NAME:
+        raise AdminError(f"geofence name must be 1-{MAX_GEOFENCE_NAME} characters",
+                         reason="invalid")
+    ring = _check_polygon(points)
+    bank = get_bank(session, bank_code)
+    site = get_site(session, bank, site_code)
+    exists = session.scalar(select(Geofence.id).where(Geofence.site_id == site.id,
+                                                      Geofence.name == name))
+    if exists is not None:
+        raise AdminError(f"site {site_code!r} already has a geofence {name!r} (remove it "
+                         "first to redraw it)", reason="exists")
+    fence = Geofence(site_id=site.id, name=name,
+                     polygon={"points": [[lat, lon] for lat, lon in ring]})
+    session.add(fence)
+    session.flush()
+    return fence
+
+
+def remove_geofence(session: Session, *, bank_code: str, site_code: str, name: str) -> None:
+    bank = get_bank(session, bank_code)
+    site = get_site(session, bank, site_code)
+    fence = session.scalar(select(Geofence).where(Geofence.site_id == site.id,
+                                                  Geofence.name == name.strip()))
+    if fence is None:
+        raise AdminError(f"site {site_code!r} has no geofence {name!r}", reason="not_found")
+    session.delete(fence)
+    session.flush()
+
+
 # -- lists -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class TokenRow:
@@ -319,6 +435,13 @@ class SiteRow:
     kind: str
     animals: int
     lots: int
+
+
+@dataclass(frozen=True, slots=True)
+class GeofenceRow:
+    site: str
+    name: str
+    points: tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,3 +506,20 @@ def list_loans(session: Session, *, bank_code: str) -> list[LoanRow]:
         .where(Loan.bank_id == bank.id).order_by(Loan.code)).all()
     return [LoanRow(loan.code, borrower, loan.currency, loan.outstanding,
                     tuple(links.get(loan.id, ()))) for loan, borrower in rows]
+
+
+def list_geofences(session: Session, *, bank_code: str,
+                   site_code: str | None = None) -> list[GeofenceRow]:
+    """The bank's geofences (one site's with ``site_code``), by site then name."""
+    bank = get_bank(session, bank_code)
+    query = (select(Geofence, Site.code).join(Site, Geofence.site_id == Site.id)
+             .where(Site.bank_id == bank.id))
+    if site_code is not None:
+        query = query.where(Site.id == get_site(session, bank, site_code).id)
+    rows = session.execute(query.order_by(Site.code, Geofence.name, Geofence.id)).all()
+    out = []
+    for fence, code in rows:
+        raw = fence.polygon.get("points", []) if isinstance(fence.polygon, dict) else []
+        out.append(GeofenceRow(code, fence.name,
+                               tuple((float(p[0]), float(p[1])) for p in raw)))
+    return out

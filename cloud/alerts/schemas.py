@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AlertDetailPublic", "AlertPublic", "AlertsPagePublic", "AuditEntryPublic",
-    "CommentCreate", "CommentPublic", "HerdAnimalPublic", "HerdPublic", "InventoryPublic",
-    "LotPublic", "NoteBody", "PositionPublic", "PositionsPagePublic", "RulesPublic",
-    "RulesPut", "RulesPutResult", "SiteRulesPublic", "ValuationPointPublic",
+    "CommentCreate", "CommentPublic", "GeofencePublic", "HerdAnimalPublic", "HerdPublic",
+    "InventoryPublic", "LotPublic", "NoteBody", "PositionPublic", "PositionsPagePublic",
+    "RulesPublic", "RulesPut", "RulesPutResult", "SiteRulesPublic", "ValuationPointPublic",
     "ValuationPublic", "WebhookCreate", "WebhookPublic", "WeighTicketPublic",
     "WeighTicketsPagePublic",
 ]
@@ -178,9 +178,15 @@ class PositionPublic(_Public):
     at: str
 
 
+class GeofencePublic(_Public):
+    name: str
+    points: list[tuple[float, float]]  # [[lat, lon], ...] in order; the ring closes itself
+
+
 class PositionsPagePublic(_Public):
     items: list[PositionPublic]
     next_cursor: str | None
+    geofences: list[GeofencePublic]  # the site's geofences, the same on every page
 
 
 class WeighTicketPublic(_Public):

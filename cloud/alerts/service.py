@@ -309,8 +309,11 @@ def reconcile(session: Session, *, bank_id: int, site_id: int | None,
               scope_kinds: Collection[str], conditions: Sequence[Condition], now_ms: int,
               clear_after_ticks: int, site_ids: Mapping[str, int],
               loan_ids: Mapping[str, int],
-              muted_kinds: frozenset[str] = frozenset()) -> ReconcileResult:
+              muted_kinds: frozenset[str] = frozenset(),
+              loan_id: int | None = None) -> ReconcileResult:
     """Make the alerts of one evaluation scope match ``conditions`` found at ``now_ms``.
+    ``loan_id`` narrows the scope to one loan (loan-level rules judge one loan at a time, so
+    another loan's evaluation must not count as this loan's condition being absent).
 
     The scope is (``bank_id``, ``site_id`` - None for loan/bank level rules -, the kinds in
     ``scope_kinds``): an active alert in that scope whose condition is absent counts one more
@@ -332,6 +335,8 @@ def reconcile(session: Session, *, bank_id: int, site_id: int | None,
     query = _fresh(Alert).where(Alert.bank_id == bank_id, Alert.active_key.is_not(None),
                                 Alert.kind.in_(scope))
     query = query.where(Alert.site_id.is_(None) if site_id is None else Alert.site_id == site_id)
+    if loan_id is not None:
+        query = query.where(Alert.loan_id == loan_id)
     in_scope = {a.active_key: a for a in session.scalars(query)} if scope else {}
 
     opened: list[int] = []

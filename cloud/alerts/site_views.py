@@ -1,6 +1,6 @@
 """What risk staff see of one site besides its alerts: the herd (pledged vs present), the
-warehouse inventory ledger, positions and weigh tickets. Bank-scoped like ``cloud.read``:
-another bank's site is :class:`cloud.read.NotFoundError`.
+warehouse inventory ledger, positions (with the site's geofences) and weigh tickets.
+Bank-scoped like ``cloud.read``: another bank's site is :class:`cloud.read.NotFoundError`.
 
 The herd comes from ``animal_status``, which the domain engine writes with
 :func:`record_herd` as it evaluates. Until it has written anything for a site (a fresh
@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import logging
+import math
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Final
@@ -24,14 +26,26 @@ from sqlalchemy.orm import Session
 from cloud.alerts.models import AnimalStatus
 from cloud.alerts.service import begin_write, rule_params
 from cloud.alerts.timefmt import iso, iso_or_none
-from cloud.db.models import Loan, PledgedAnimal, PledgedLot, Position, Reading, Site, WeighTicket
+from cloud.db.models import (
+    Geofence,
+    Loan,
+    PledgedAnimal,
+    PledgedLot,
+    Position,
+    Reading,
+    Site,
+    WeighTicket,
+)
 from cloud.domain.model import DAY_MS
 from cloud.read import BadCursorError, NotFoundError
 
 __all__ = [
-    "FALLBACK_LOOKBACK_MS", "MAX_PAGE", "AnimalSnapshot", "Page", "record_herd", "site_herd",
-    "site_inventory", "site_positions", "site_weigh_tickets",
+    "FALLBACK_LOOKBACK_MS", "MAX_PAGE", "AnimalSnapshot", "Page", "PositionsPage",
+    "record_herd", "site_geofences", "site_herd", "site_inventory", "site_positions",
+    "site_weigh_tickets",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE: Final = 1000
 FALLBACK_LOOKBACK_MS: Final = 30 * DAY_MS  # how far back the readings fallback looks
@@ -69,6 +83,16 @@ def _decode(text: str, tag: str) -> list[str]:
 class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PositionsPage:
+    """A page of fixes, and the site's geofences (the same on every page) so a map can draw
+    the fixes against the fences the ``geofence_exit`` rule uses."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    geofences: list[dict[str, Any]]
 
 
 # -- herd ---------------------------------------------------------------------------------
@@ -195,10 +219,41 @@ def site_inventory(session: Session, *, bank_id: int, site_id: int) -> dict[str,
 # -- positions and weigh tickets ----------------------------------------------------------
 
 
+def _fence_points(polygon: object) -> list[tuple[float, float]] | None:
+    """``{"points": [[lat, lon], ...]}`` as stored -> the points; None when the row is not
+    a polygon of finite (lat, lon) pairs (written by hand into the database, say)."""
+    raw = polygon.get("points") if isinstance(polygon, dict) else None
+    if not isinstance(raw, list) or len(raw) < 3:
+        return None
+    points = []
+    for p in raw:
+        if not (isinstance(p, list | tuple) and len(p) == 2
+                and all(type(v) in (int, float) and math.isfinite(v) for v in p)):
+            return None
+        points.append((float(p[0]), float(p[1])))
+    return points
+
+
+def site_geofences(session: Session, *, site_id: int) -> list[dict[str, Any]]:
+    """The site's geofences as ``{"name", "points": [(lat, lon), ...]}``, by name. A stored
+    polygon that is not a list of (lat, lon) pairs is left out (logged), not a 500."""
+    out = []
+    for fence in session.scalars(select(Geofence).where(Geofence.site_id == site_id)
+                                 .order_by(Geofence.name, Geofence.id)):
+        points = _fence_points(fence.polygon)
+        if points is None:
+            log.warning("geofence %d of site %d is not a polygon of (lat, lon) points; "
+                        "left out of the positions answer", fence.id, site_id)
+            continue
+        out.append({"name": fence.name, "points": points})
+    return out
+
+
 def site_positions(session: Session, *, bank_id: int, site_id: int,
                    since_ms: int | None = None, limit: int = 500,
-                   cursor: str | None = None) -> Page:
-    """GPS fixes of the site in time order (``ts_ms``, id), keyset-paged."""
+                   cursor: str | None = None) -> PositionsPage:
+    """GPS fixes of the site in time order (``ts_ms``, id), keyset-paged, with the site's
+    geofences."""
     _own_site(session, bank_id, site_id)
     limit = max(1, min(limit, MAX_PAGE))
     query = select(Position).where(Position.site_id == site_id)
@@ -213,7 +268,8 @@ def site_positions(session: Session, *, bank_id: int, site_id: int,
     rows = rows[:limit]
     items = [{"device_id": p.device_id, "lat": p.lat, "lon": p.lon, "ts_ms": p.ts_ms,
               "at": iso(p.ts_ms)} for p in rows]
-    return Page(items, _encode("p", f"{rows[-1].ts_ms}:{rows[-1].id}") if more else None)
+    return PositionsPage(items, _encode("p", f"{rows[-1].ts_ms}:{rows[-1].id}") if more
+                         else None, site_geofences(session, site_id=site_id))
 
 
 def site_weigh_tickets(session: Session, *, bank_id: int, site_id: int,

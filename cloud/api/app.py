@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -183,7 +182,7 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
                             app.state.mqtt = MqttIngest(
                                 host=settings.mqtt_host, port=settings.mqtt_port,
                                 service=service,  # type: ignore[arg-type]
-                                client_id=f"pledgewatch-cloud-{os.getpid()}",
+                                client_id=settings.mqtt_client_id,
                                 topic=settings.mqtt_topic)
                             mqtt_task = tg.create_task(app.state.mqtt.run(),
                                                        name="mqtt-ingest")

@@ -176,6 +176,8 @@ class PledgedAnimal(Base):
     sex: Mapped[str | None] = mapped_column(String(8))
     birth_date: Mapped[dt.date | None] = mapped_column(Date)
     entry_weight_kg: Mapped[float | None] = mapped_column(Float)
+    # the day entry_weight_kg was measured (the import day unless the CSV says otherwise)
+    entry_date: Mapped[dt.date | None] = mapped_column(Date)
     pen: Mapped[str | None] = mapped_column(String(32))
 
 
@@ -220,7 +222,12 @@ class Price(Base):
 
 
 class IngestedBatch(Base):
-    """One row per accepted (gateway, seq): the dedupe key of ingest."""
+    """One row per accepted (gateway, seq): the dedupe key of ingest. ``signature`` is the
+    Ed25519 signature of the accepted envelope: a true resend is byte-identical (the gateway
+    stores the envelope; Ed25519 is deterministic), so it has the same signature, while a
+    different batch under a seen seq (an outbox restored from an old backup) does not and is
+    refused as ``seq_reused`` instead of being answered ``duplicate`` and lost. NULL for rows
+    stored before migration 0003 (those seqs are deduped on ``(gateway_id, seq)`` alone)."""
 
     __tablename__ = "ingested_batches"
     __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
@@ -230,6 +237,7 @@ class IngestedBatch(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     received_ms: Mapped[int] = mapped_column(BigInteger)
     readings: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64))
 
 
 class Reading(Base):

@@ -41,6 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.alerts import service as alerts
+from cloud.alerts import site_views
 from cloud.db.models import Reading as ReadingRow
 from cloud.domain import growth
 from cloud.domain import valuation as val
@@ -210,6 +211,15 @@ class DomainEngine:
         ticks = 0
         now = self.clock_ms()
         for sid, site in self._sites.items():
+            if not site.info.gateways:
+                # no data will come: value from the registry (entry weights, growth priors,
+                # pledged quantities) on the hour of the engine's clock, so the loan still
+                # has a figure
+                hour = now // HOUR_MS * HOUR_MS
+                if site.next_tick_ms is None or hour >= site.next_tick_ms:
+                    site.next_tick_ms = hour + HOUR_MS
+                    self._value(sid, site, hour, now)
+                continue
             self._site_offline(sid, site, now)
             ticks += self._advance(sid, site, now)
         return ticks
@@ -288,14 +298,14 @@ class DomainEngine:
 
     def _reconcile(self, bank_id: int, site_id: int | None, kinds: frozenset[str],
                    conditions: Sequence[Condition], now: int, params: RuleParams,
-                   muted: frozenset[str] = frozenset()) -> None:
+                   muted: frozenset[str] = frozenset(), loan_id: int | None = None) -> None:
         site_ids = {code: i for (b, code), i in self._site_ids.items() if b == bank_id}
         loan_ids = {code: i for (b, code), i in self._loan_ids.items() if b == bank_id}
         with self.sessions() as session, session.begin():
             alerts.reconcile(session, bank_id=bank_id, site_id=site_id, scope_kinds=kinds,
                              conditions=conditions, now_ms=now,
                              clear_after_ticks=params.clear_after_ticks, site_ids=site_ids,
-                             loan_ids=loan_ids, muted_kinds=muted)
+                             loan_ids=loan_ids, muted_kinds=muted, loan_id=loan_id)
 
     # -- processing-time rules -----------------------------------------------------------
     def _site_offline(self, sid: int, site: _Site, now: int) -> None:
@@ -347,7 +357,20 @@ class DomainEngine:
     def _value(self, sid: int, site: _Site, tick: int, now: int) -> None:
         reg = site.info.registry
         price = self.prices.per_kg(reg.bank_id, site.info.commodity, tick)
-        parts = site_values(site.state, reg, tick, price)
+        herd: list[tuple[Any, Any]] = []
+        parts = site_values(site.state, reg, tick, price, herd_out=herd)
+        if herd:  # the herd API's per-animal view: presence, last sighting, weight, health
+            snap, hv = herd[0]
+            with self.sessions() as session, session.begin():
+                site_views.record_herd(session, site_id=sid, now_ms=tick, animals=[
+                    site_views.AnimalSnapshot(
+                        epc=a.epc, present=bool(snap.present[i]),
+                        last_seen_ms=int(snap.last_seen_ms[i]) if snap.last_seen_ms[i] >= 0
+                        else None,
+                        est_weight_kg=round(float(hv.est_weight_kg[i]), 1),
+                        health="dead" if snap.dead[i] else "missing" if snap.missing[i]
+                        else "sick" if snap.health_factor[i] < 1.0 else "ok")
+                    for i, a in enumerate(snap.animals)])
         for loan_code, (value, low, high, component) in parts.items():
             loan_id = site.info.loan_ids.get(loan_code)
             if loan_id is not None:
@@ -396,22 +419,25 @@ class DomainEngine:
                           "ltv_line": loan.ltv_line, "margin_call_line": loan.margin_call_line,
                           "liquidation_line": loan.liquidation_line}))
         self._reconcile(bank_id, None, frozenset({"coverage_breach"}), conditions, now,
-                        self.default_params)
+                        self.default_params, loan_id=loan_id)
 
 
-def site_values(state: SiteState, reg: SiteRegistry, tick: int,
-                price_per_kg: float | None) -> dict[str, tuple[float, float, float, str]]:
+def site_values(state: SiteState, reg: SiteRegistry, tick: int, price_per_kg: float | None,
+                *, herd_out: list[tuple[Any, Any]] | None = None
+                ) -> dict[str, tuple[float, float, float, str]]:
     """Value of one site's collateral per loan code: ``(value, low, high, component)``.
-    Without a price nothing is valued (the loan keeps its last valuation parts)."""
+    Without a price nothing is valued (the loan keeps its last valuation parts).
+    ``herd_out`` receives ``(HerdSnapshot, HerdValue)`` of a ranch."""
     if price_per_kg is None:
         return {}
     if reg.kind == "ranch":
-        return _herd_values(state, reg, tick, price_per_kg)
+        return _herd_values(state, reg, tick, price_per_kg, herd_out)
     return _stock_values(state, reg, tick, price_per_kg)
 
 
-def _herd_values(state: SiteState, reg: SiteRegistry, tick: int,
-                 price_per_kg: float) -> dict[str, tuple[float, float, float, str]]:
+def _herd_values(state: SiteState, reg: SiteRegistry, tick: int, price_per_kg: float,
+                 herd_out: list[tuple[Any, Any]] | None = None
+                 ) -> dict[str, tuple[float, float, float, str]]:
     snap = state.herd_snapshot(tick)
     animals = snap.animals
     if not animals:
@@ -424,16 +450,29 @@ def _herd_values(state: SiteState, reg: SiteRegistry, tick: int,
     if unknown.any():
         # no birth date: the age the breed curve gives for the entry weight, else a yearling
         entry = np.array([a.entry_weight_kg or np.nan for a in animals], dtype=np.float64)
+        since_entry = np.array([max((tick - a.entry_ms) / DAY_MS, 0.0)
+                                if a.entry_ms is not None else 0.0 for a in animals])
         imputed = growth.impute_age_days(entry, prior.mature_kg, prior.b, prior.k_per_day)
-        age_now = np.where(unknown, np.where(np.isnan(imputed), 365.0, imputed), age_now)
+        age_now = np.where(unknown, np.where(np.isnan(imputed), 365.0, imputed + since_entry),
+                           age_now)
     counts = np.diff(snap.weigh_start)
     idx = np.repeat(np.arange(len(animals)), counts)
     w_age = age_now[idx] - (tick - snap.weigh_ts_ms) / DAY_MS
+    # the entry weight, placed on the curve at the animal's age when it was taken: the
+    # anchor of animals the scale has not weighed yet
+    entry_w = np.array([a.entry_weight_kg if a.entry_weight_kg and a.entry_ms is not None
+                        else np.nan for a in animals], dtype=np.float64)
+    entry_t = np.array([a.entry_ms if a.entry_ms is not None else tick for a in animals],
+                       dtype=np.float64)
+    entry_age = np.maximum(age_now - (tick - entry_t) / DAY_MS, 0.0)
     herd = val.HerdInput(epc=[a.epc for a in animals], present=np.asarray(snap.present, bool),
                          age_days_now=age_now, prior=prior, weigh_animal_idx=idx,
                          weigh_age_days=w_age, weigh_kg=snap.weigh_kg,
-                         health_factor=snap.health_factor)
+                         health_factor=snap.health_factor, entry_weight_kg=entry_w,
+                         entry_age_days=np.where(np.isnan(entry_w), np.nan, entry_age))
     hv = val.value_herd(herd, price_per_kg)
+    if herd_out is not None:
+        herd_out.append((snap, hv))
     codes = sorted({a.loan_code for a in animals})
     index = {c: i for i, c in enumerate(codes)}
     parts = val.split_herd_value(hv, np.array([index[a.loan_code] for a in animals]),

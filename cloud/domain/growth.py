@@ -218,6 +218,7 @@ def weight_from_intake(dm_kg_per_head_day: npt.ArrayLike, *,
 # -- the fit --------------------------------------------------------------------------------------
 BAND_Z_90: Final = 1.6448536269514722  # standard normal 95th percentile: a 90 % central band
 OUTLIER_FRACTION: Final = 0.25  # walk-over filter, domain.md 2.4
+HERD_SHIFT_MIN_WEIGHINGS: Final = 20  # weighings a prior group needs to move its curve
 # Between-animal spread of the prior in log space. No source gives it directly: mature
 # weights of the populations in domain.md 2.1 differ by +-20 % and more; 0.15 (about +-15 %,
 # one sd) for an animal of a known breed and 0.3 for b (the timing of its growth) are
@@ -484,6 +485,21 @@ def fit_growth(n_animals: int, animal_idx: npt.ArrayLike, age_days: npt.ArrayLik
     n_good = np.bincount(idx[good], minlength=n).astype(np.int64)
     n_rejected = (np.bincount(idx, minlength=n) - n_good).astype(np.int64)
     fitted = n_good >= 2
+
+    # 1b. herd level: a literature curve describes a population, and this herd may sit above
+    # or below it (breed line, feeding, age at entry). Each prior group (same A, b, k) moves
+    # by the median log ratio of its good weighings to the curve, so animals not weighed yet
+    # are not all wrong in the same direction (their errors would add up in the herd value).
+    good_s = s[keep_pos]
+    if good_s.size >= HERD_SHIFT_MIN_WEIGHINGS:
+        group_key = np.stack([big_a, b0, k0], axis=1)
+        _, group = np.unique(group_key, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        w_group = group[pidx[keep_pos]]
+        for g in np.unique(w_group):
+            vals = good_s[w_group == g]
+            if vals.size >= HERD_SHIFT_MIN_WEIGHINGS:
+                mu_a = np.where(group == g, mu_a + float(np.median(vals)), mu_a)
 
     # 2. rows for the linear fit: good weighings (+ entry, + intake pseudo-weighings)
     gi, gt, gy = idx[good], t[good], np.log(w[good])

@@ -69,6 +69,7 @@ class AnimalInfo:
     birth_ms: int | None
     entry_weight_kg: float | None
     pen: str | None
+    entry_ms: int | None = None  # when entry_weight_kg was measured (UTC midnight of the day)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

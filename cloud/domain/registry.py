@@ -71,21 +71,29 @@ def load_sites(session: Session) -> dict[int, SiteInfo]:
     epc_pledges: dict[str, list[tuple[int, int]]] = defaultdict(list)  # epc -> (bank, loan)
     bank_epcs: dict[int, set[str]] = defaultdict(set)
     for a in session.scalars(select(PledgedAnimal)):
-        loan = loans[a.loan_id]
+        loan = loans.get(a.loan_id)
+        if loan is None:  # rows written between the reads above: the next reload has them
+            continue
         epc = (a.epc or "").upper()
         if epc:
             epc_pledges[epc].append((loan.bank_id, loan.id))
             bank_epcs[loan.bank_id].add(epc)
         animals[a.site_id].append(AnimalInfo(
             epc=epc, iso11784=a.iso11784, loan_code=loan.code, breed=a.breed, sex=a.sex,
-            birth_ms=_ms(a.birth_date), entry_weight_kg=a.entry_weight_kg, pen=a.pen))
+            birth_ms=_ms(a.birth_date), entry_weight_kg=a.entry_weight_kg, pen=a.pen,
+            entry_ms=_ms(a.entry_date)))
     lots: dict[int, list[LotInfo]] = defaultdict(list)
     lot_codes: dict[int, str] = {}
     lot_pledges: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for lot in session.scalars(select(PledgedLot)):
-        loan = loans[lot.loan_id]
+        loan = loans.get(lot.loan_id)
+        if loan is None:
+            continue
         lot_codes[lot.id] = lot.lot_code
-        qty = float(lot.quantity) * _UNIT_KG.get(lot.unit, 1.0)
+        # bags, bales and units have no weight the weighbridge could check: not in the
+        # ledger (the site views list them apart)
+        per_kg = _UNIT_KG.get(lot.unit)
+        qty = float(lot.quantity) * per_kg if per_kg is not None else 0.0
         lots[lot.site_id].append(LotInfo(lot_code=lot.lot_code, loan_code=loan.code,
                                          sku=lot.sku, commodity=lot.commodity, zone=lot.zone,
                                          quantity_kg=qty))
@@ -99,7 +107,10 @@ def load_sites(session: Session) -> dict[int, SiteInfo]:
     fences: dict[int, list[tuple[tuple[float, float], ...]]] = defaultdict(list)
     for g in session.scalars(select(Geofence)):
         points = g.polygon.get("points", []) if isinstance(g.polygon, dict) else []
-        fences[g.site_id].append(tuple((float(p[0]), float(p[1])) for p in points))
+        try:
+            fences[g.site_id].append(tuple((float(p[0]), float(p[1])) for p in points))
+        except (TypeError, ValueError, IndexError):  # a malformed row: skipped, not fatal
+            continue
     devices: dict[int, dict[str, str]] = defaultdict(dict)
     for d in session.scalars(select(Device)):
         devices[d.site_id][d.device_id] = d.kind or ""
@@ -112,7 +123,9 @@ def load_sites(session: Session) -> dict[int, SiteInfo]:
 
     out: dict[int, SiteInfo] = {}
     for site in session.scalars(select(Site)):
-        site_loans = [loans[i] for i in loan_sites.get(site.id, ())]
+        if site.bank_id not in banks:  # a bank added since its rows were read: next reload
+            continue
+        site_loans = [loans[i] for i in loan_sites.get(site.id, ()) if i in loans]
         elsewhere: dict[str, tuple[tuple[str, str], ...]] = {}
         for info in animals.get(site.id, ()):
             pledges = epc_pledges.get(info.epc, [])

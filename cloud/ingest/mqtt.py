@@ -8,8 +8,16 @@ go through the same :class:`~cloud.ingest.service.IngestService` as ``POST /v1/i
   aiomqtt has no manual-ack switch, so we turn on that of the paho-mqtt client it wraps. While
   the service is busy or its store unavailable, the message is held unacknowledged and
   retried after the service's Retry-After; a process that dies meanwhile never acknowledged
-  it, and the broker redelivers it (persistent session: fixed ``client_id``,
-  ``clean_session`` false).
+  it, and the broker redelivers it (persistent session: ``clean_session`` false and a
+  ``client_id`` that stays the same across restarts of this process - ``CloudSettings.
+  mqtt_client_id``, by default from the host name - so a restarted process resumes its own
+  session; a new id at every start would leave a dead session in the shared-subscription
+  group, which mosquitto keeps handing its share of the messages to).
+* A batch refused because its seq cannot be taken (``seq_reused``: another batch under a
+  seq already stored, e.g. from an outbox restored from a backup; ``replay_outside_window``)
+  is NOT a duplicate: it is counted by reason and logged as a warning. Over MQTT the answer
+  cannot reach the gateway (it deleted the batch at the broker's PUBACK), so those readings
+  are lost - loudly; over HTTP the gateway re-signs them above the cloud's ``last_seq``.
 * The connection is re-established with capped, jittered exponential backoff.
 """
 
@@ -26,7 +34,7 @@ from typing import Final
 import aiomqtt
 
 from cloud.errors import IngestBusy, IngestRejected, IngestUnavailable
-from cloud.ingest.service import IngestService
+from cloud.ingest.service import IngestService, SeqConflict
 
 __all__ = ["DEFAULT_TOPIC", "MqttIngest", "MqttIngestStats", "reconnect_delay_s"]
 
@@ -112,7 +120,13 @@ class MqttIngest:
                 result = await self.service.submit(data)
             except IngestRejected as exc:
                 self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
-                log.info("MQTT batch on %s rejected: %s", msg.topic, exc)
+                if isinstance(exc, SeqConflict):
+                    log.warning("MQTT batch on %s refused (%s): %s; the gateway cannot be "
+                                "told over MQTT, so its readings are lost (the gateway's "
+                                "last stored seq is %d)", msg.topic, exc.reason, exc.detail,
+                                exc.last_seq)
+                else:
+                    log.info("MQTT batch on %s rejected: %s", msg.topic, exc)
                 break
             except (IngestBusy, IngestUnavailable) as exc:
                 self.stats.held_retries += 1

@@ -10,13 +10,18 @@ make the cloud do no more than check a length, parse a header and verify one sig
 3. header + Ed25519 signature (:func:`uplink.envelope.verify_envelope`) against the key
    registered in ``gateways`` (cached for ``key_cache_ms``) - ``unknown_gateway``,
    ``gateway_disabled``, ``bad_signature`` (403), header problems (400/413);
-4. ``(gateway_id, seq)`` already stored - answered ``duplicate`` WITHOUT decompressing;
-   ``seq < last_seq - replay_window`` - ``replay_outside_window`` (409);
+4. ``(gateway_id, seq)`` already stored: with the same Ed25519 signature it is a resend,
+   answered ``duplicate`` WITHOUT decompressing; with another signature it is a different
+   batch reusing a seen seq (an outbox restored from an older backup) - ``seq_reused`` (409:
+   answering ``duplicate`` would make the gateway delete readings that were never stored);
+   ``seq < last_seq - replay_window`` - ``replay_outside_window`` (409). Both 409s carry the
+   gateway's ``last_seq`` (:class:`SeqConflict`) so the gateway re-signs the batch above it;
 5. decompress (size capped by the signed header) and decode - ``malformed`` (400),
    ``bad_field``/``unknown_kind``/``mismatch`` ... (422);
 6. the single writer task stores the batch in ONE transaction: the ``ingested_batches`` row
-   (its unique ``(gateway_id, seq)`` is the dedupe between processes: a conflict means another
-   process stored it, answered ``duplicate``), every reading (one executemany), the typed
+   with the batch's signature (its unique ``(gateway_id, seq)`` is the dedupe between
+   processes: a conflict means another process stored that seq, answered ``duplicate`` or
+   ``seq_reused`` by the signature as in 4.), every reading (one executemany), the typed
    projections (weigh tickets, feed events, positions), the ``devices`` rows and the gateway's
    ``last_seq``/``last_seen_ms``. The gateway row is re-read and re-checked inside the
    transaction (locked on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so disabling a gateway
@@ -62,6 +67,7 @@ __all__ = [
     "IngestService",
     "IngestStats",
     "OnStored",
+    "SeqConflict",
 ]
 
 log = logging.getLogger("pledgewatch.cloud.ingest")
@@ -82,6 +88,7 @@ REASON_STATUS: Final[dict[str, int]] = {
     "gateway_disabled": 403,
     "bad_signature": 403,
     "replay_outside_window": 409,
+    "seq_reused": 409,
 }
 
 _READINGS: Final = cast(Table, ReadingRow.__table__)
@@ -149,7 +156,20 @@ class _GatewayKey:
 @dataclasses.dataclass(slots=True)
 class _Job:
     batch: Batch
+    signature: bytes
     future: asyncio.Future[IngestResult]
+
+
+class SeqConflict(IngestRejected):
+    """409: the batch's seq cannot be taken - ``seq_reused`` (a different batch under a seq
+    already stored) or ``replay_outside_window``. Nothing of it was stored. ``last_seq`` is
+    the gateway's highest stored seq, which the answer carries so the gateway can re-sign
+    the same readings above it (only ever told to a sender holding the gateway's key: the
+    signature is checked first)."""
+
+    def __init__(self, reason: str, detail: str, *, last_seq: int) -> None:
+        super().__init__(409, reason, detail)
+        self.last_seq = last_seq
 
 
 class _Duplicate(Exception):
@@ -264,6 +284,9 @@ class IngestService:
 
     def _reject(self, exc: IngestRejected) -> IngestRejected:
         self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+        if isinstance(exc, SeqConflict):  # a gateway's outbox was replaced or restored
+            log.warning("refused a batch (%s): %s; the gateway's last stored seq is %d",
+                        exc.reason, exc.detail, exc.last_seq)
         return exc
 
     async def submit(self, envelope: bytes) -> IngestResult:
@@ -305,7 +328,7 @@ class IngestService:
             batch = await loop.run_in_executor(self._reads, self._decode, envelope, public)
         except IngestRejected as exc:
             raise self._reject(exc) from None
-        job = _Job(batch, loop.create_future())
+        job = _Job(batch, header.signature, loop.create_future())
         self._queue.put_nowait(job)  # cannot overflow: admission keeps _pending <= maxsize
         try:
             result = await job.future
@@ -386,34 +409,42 @@ class IngestService:
         return _GatewayKey(public, bool(row.disabled), now)
 
     def _precheck(self, header: EnvelopeHeader) -> int | None:
-        """Readings of the already stored ``(gateway_id, seq)``, or None if new; raises the
-        replay rejection. Read-only: the writer re-checks in its transaction."""
+        """Readings of the already stored ``(gateway_id, seq)`` if this is a resend of it,
+        or None if new; raises ``seq_reused`` and the replay rejection. Read-only: the writer
+        re-checks in its transaction."""
         try:
             with self.sessions() as s:
                 conn = s.connection()  # Core statements: skip the ORM execution path
-                seen = conn.execute(select(IngestedBatch.readings).where(
-                    IngestedBatch.gateway_id == header.gateway_id,
-                    IngestedBatch.seq == header.seq)).scalar_one_or_none()
-                if seen is not None:
-                    return int(seen)
+                seen = _seen(conn, header.gateway_id, header.seq)
+                if seen is not None and _same_batch(seen, header.signature):
+                    return seen[0]
                 gw = conn.execute(select(Gateway.last_seq, Gateway.disabled).where(
                     Gateway.gateway_id == header.gateway_id)).one_or_none()
         except SQLAlchemyError as exc:
             raise IngestUnavailable(f"dedupe lookup failed: {exc}") from exc
-        self._check_gateway(header.gateway_id, header.seq, gw)
+        if seen is not None:
+            raise _seq_reused(header.gateway_id, header.seq,
+                              0 if gw is None else int(gw.last_seq or 0))
+        self._check_gateway(header.gateway_id, gw)
+        self._check_window(header.gateway_id, header.seq, gw)
         return None
 
-    def _check_gateway(self, gateway_id: str, seq: int, gw: Any) -> None:
+    @staticmethod
+    def _check_gateway(gateway_id: str, gw: Any) -> None:
         if gw is None:
             raise IngestRejected(403, "unknown_gateway", f"no gateway {gateway_id!r}")
         if gw.disabled:
             raise IngestRejected(403, "gateway_disabled", f"gateway {gateway_id!r} is "
                                                           f"disabled")
+
+    def _check_window(self, gateway_id: str, seq: int, gw: Any) -> None:
+        """A new seq far below the gateway's last one: an old envelope replayed, or an
+        outbox made with a clock behind the one that made the last batches."""
         last_seq = int(gw.last_seq or 0)
         if seq < last_seq - self.replay_window:
-            raise IngestRejected(409, "replay_outside_window",
-                                 f"seq {seq} < last seq {last_seq} - window "
-                                 f"{self.replay_window}")
+            raise SeqConflict("replay_outside_window",
+                              f"seq {seq} of gateway {gateway_id!r} < last seq {last_seq} - "
+                              f"window {self.replay_window}", last_seq=last_seq)
 
     def _decode(self, envelope: bytes, public: Ed25519PublicKey) -> Batch:
         """Full decode; the signature is checked again (cheap next to decompression) so a
@@ -432,7 +463,7 @@ class IngestService:
             job = await self._queue.get()
             try:
                 result = await loop.run_in_executor(self._write, self._store_with_retry,
-                                                    job.batch)
+                                                    job.batch, job.signature)
             except (IngestRejected, IngestUnavailable) as exc:
                 if not job.future.done():
                     job.future.set_exception(exc)
@@ -447,16 +478,16 @@ class IngestService:
             finally:
                 self._queue.task_done()
 
-    def _store_with_retry(self, batch: Batch) -> IngestResult:
+    def _store_with_retry(self, batch: Batch, signature: bytes) -> IngestResult:
         for attempt in range(1, MAX_STORE_ATTEMPTS + 1):
             try:
-                return self._store(batch)
+                return self._store(batch, signature)
             except _Duplicate as dup:
                 return IngestResult("duplicate", batch.gateway_id, batch.seq, dup.readings)
             except IntegrityError as exc:
                 # another process stored this (gateway, seq) first - or raced us on a new
                 # device row (then a retry succeeds)
-                readings = self._stored_readings(batch)
+                readings = self._stored_readings(batch, signature)
                 if readings is not None:
                     return IngestResult("duplicate", batch.gateway_id, batch.seq, readings)
                 if attempt == MAX_STORE_ATTEMPTS:
@@ -468,14 +499,22 @@ class IngestService:
                             batch.gateway_id, batch.seq, attempt, exc)
         raise AssertionError("unreachable")
 
-    def _stored_readings(self, batch: Batch) -> int | None:
+    def _stored_readings(self, batch: Batch, signature: bytes) -> int | None:
+        """After a unique conflict: the readings of the (gateway, seq) another process
+        stored if it is this very batch, None if nothing is stored (a device-row race);
+        raises ``seq_reused`` if another batch took the seq."""
         with self.sessions() as s:
-            seen = s.execute(select(IngestedBatch.readings).where(
-                IngestedBatch.gateway_id == batch.gateway_id,
-                IngestedBatch.seq == batch.seq)).scalar_one_or_none()
-        return None if seen is None else int(seen)
+            conn = s.connection()
+            seen = _seen(conn, batch.gateway_id, batch.seq)
+            if seen is None:
+                return None
+            if _same_batch(seen, signature):
+                return seen[0]
+            last_seq = conn.execute(select(Gateway.last_seq).where(
+                Gateway.gateway_id == batch.gateway_id)).scalar_one_or_none()
+        raise _seq_reused(batch.gateway_id, batch.seq, int(last_seq or 0))
 
-    def _store(self, batch: Batch) -> IngestResult:
+    def _store(self, batch: Batch, signature: bytes) -> IngestResult:
         now = self.clock_ms()
         with self.sessions() as s, s.begin():
             dialect = s.get_bind().dialect.name
@@ -490,22 +529,43 @@ class IngestService:
                                   Gateway.disabled)
                            .where(Gateway.gateway_id == batch.gateway_id)
                            .with_for_update()).one_or_none()
-            self._check_gateway(batch.gateway_id, batch.seq, gw)
+            self._check_gateway(batch.gateway_id, gw)
             assert gw is not None
-            seen = conn.execute(select(IngestedBatch.readings).where(
-                IngestedBatch.gateway_id == batch.gateway_id,
-                IngestedBatch.seq == batch.seq)).scalar_one_or_none()
+            seen = _seen(conn, batch.gateway_id, batch.seq)
             if seen is not None:
-                raise _Duplicate(int(seen))
+                if not _same_batch(seen, signature):
+                    raise _seq_reused(batch.gateway_id, batch.seq, int(gw.last_seq or 0))
+                raise _Duplicate(seen[0])
+            self._check_window(batch.gateway_id, batch.seq, gw)
             batch_id = conn.execute(insert(IngestedBatch).values(
                 gateway_id=batch.gateway_id, seq=batch.seq, created_ms=batch.created_ms,
-                received_ms=now, readings=len(batch.readings))
+                received_ms=now, readings=len(batch.readings), signature=signature)
                 .returning(IngestedBatch.id)).scalar_one()
             _insert_readings(conn, dialect, batch, site_id=int(gw.site_id),
                              batch_id=batch_id)
             conn.execute(update(Gateway).where(Gateway.id == gw.id).values(
                 last_seq=max(int(gw.last_seq or 0), batch.seq), last_seen_ms=now))
         return IngestResult("stored", batch.gateway_id, batch.seq, len(batch.readings))
+
+
+def _seen(conn: Connection, gateway_id: str, seq: int) -> tuple[int, bytes | None] | None:
+    """(readings, signature) of the stored ``(gateway_id, seq)``, None if not stored."""
+    row = conn.execute(select(IngestedBatch.readings, IngestedBatch.signature).where(
+        IngestedBatch.gateway_id == gateway_id, IngestedBatch.seq == seq)).one_or_none()
+    return None if row is None else (int(row[0]), None if row[1] is None else bytes(row[1]))
+
+
+def _same_batch(seen: tuple[int, bytes | None], signature: bytes) -> bool:
+    """Whether a stored batch is the one being sent again: a true resend is byte-identical,
+    so its (deterministic) Ed25519 signature is the same. A row from before the signature
+    was kept (NULL) cannot tell: it is taken as the same batch, as it always was."""
+    return seen[1] is None or seen[1] == signature
+
+
+def _seq_reused(gateway_id: str, seq: int, last_seq: int) -> SeqConflict:
+    return SeqConflict("seq_reused", f"seq {seq} of gateway {gateway_id!r} is already stored "
+                                     f"for another batch (a restored or replaced outbox?)",
+                       last_seq=last_seq)
 
 
 def _insert_readings(conn: Connection, dialect: str, batch: Batch, *, site_id: int,

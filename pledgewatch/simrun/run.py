@@ -101,18 +101,18 @@ def _public_raw(key: Ed25519PrivateKey) -> bytes:
 def register_world(session: Session, world: World, keys: dict[str, Ed25519PrivateKey]) -> None:
     """Put what the bank knows at the start of the scenario into the cloud's registry."""
     reg = world.registry
-    banks = {}
+    banks: dict[str, m.Bank] = {}
     for b in reg.banks:
-        row = m.Bank(code=b.code, name=b.name)
-        session.add(row)
-        banks[b.code] = row
+        bank = m.Bank(code=b.code, name=b.name)
+        session.add(bank)
+        banks[b.code] = bank
     session.flush()
-    sites = {}
+    sites: dict[tuple[str, str], m.Site] = {}
     for s in reg.sites:
-        row = m.Site(bank_id=banks[s.bank].id, code=s.code, name=s.name, kind=s.kind,
-                     lat=s.lat, lon=s.lon)
-        session.add(row)
-        sites[(s.bank, s.code)] = row
+        site_row = m.Site(bank_id=banks[s.bank].id, code=s.code, name=s.name, kind=s.kind,
+                          lat=s.lat, lon=s.lon)
+        session.add(site_row)
+        sites[(s.bank, s.code)] = site_row
     session.flush()
     for s in reg.sites:
         site = sites[(s.bank, s.code)]
@@ -128,17 +128,17 @@ def register_world(session: Session, world: World, keys: dict[str, Ed25519Privat
                                          name=ln.borrower)
             session.add(borrowers[bkey])
             session.flush()
-        row = m.Loan(bank_id=banks[ln.bank].id, borrower_id=borrowers[bkey].id, code=ln.id,
+        loan_row = m.Loan(bank_id=banks[ln.bank].id, borrower_id=borrowers[bkey].id, code=ln.id,
                      currency=ln.currency, outstanding=Decimal(str(ln.outstanding)),
                      ltv_line=Decimal(str(ln.ltv_line)),
                      margin_call_line=Decimal(str(ln.margin_call_line)),
                      liquidation_line=Decimal(str(ln.liquidation_line)),
                      haircut=Decimal(str(ln.haircut)))
-        session.add(row)
+        session.add(loan_row)
         session.flush()
-        loans[(ln.bank, ln.id)] = row
+        loans[(ln.bank, ln.id)] = loan_row
         for code in ln.sites:
-            session.add(m.LoanSite(loan_id=row.id, site_id=sites[(ln.bank, code)].id))
+            session.add(m.LoanSite(loan_id=loan_row.id, site_id=sites[(ln.bank, code)].id))
     for gw in reg.gateways:
         site = sites[(gw.bank, gw.site)]
         session.add(m.Gateway(gateway_id=gw.gateway_id, site_id=site.id,
@@ -149,25 +149,26 @@ def register_world(session: Session, world: World, keys: dict[str, Ed25519Privat
         kind = d.role if not d.place else f"{d.role}:{d.place}"
         session.add(m.Device(site_id=site.id, device_id=d.device_id, kind=kind[:32]))
     session.flush()
-    session.bulk_insert_mappings(m.PledgedAnimal, [  # type: ignore[arg-type]
+    session.bulk_insert_mappings(m.PledgedAnimal, [
         {"loan_id": loans[(a.bank, a.loan)].id, "site_id": sites[(a.bank, a.site)].id,
          "epc": a.epc, "iso11784": a.iso11784, "breed": a.breed, "sex": a.sex,
          "birth_date": _date(a.birth_ms) if a.birth_ms is not None else None,
-         "entry_weight_kg": a.entry_weight_kg, "pen": a.pen}
+         "entry_weight_kg": a.entry_weight_kg, "pen": a.pen,
+         "entry_date": _date(world.start_ms)}
         for a in reg.animals])
-    lot_rows = {}
+    lot_rows: dict[tuple[str, str, str], m.PledgedLot] = {}
     for lot in reg.lots:
-        row = m.PledgedLot(loan_id=loans[(lot.bank, lot.loan)].id,
+        lot_row = m.PledgedLot(loan_id=loans[(lot.bank, lot.loan)].id,
                            site_id=sites[(lot.bank, lot.site)].id, lot_code=lot.code,
                            sku=lot.sku, commodity=lot.commodity, zone=lot.zone,
                            quantity=Decimal(str(round(lot.quantity_kg, 3))), unit="kg")
-        session.add(row)
-        lot_rows[(lot.bank, lot.site, lot.code)] = row
+        session.add(lot_row)
+        lot_rows[(lot.bank, lot.site, lot.code)] = lot_row
     session.flush()
     for r in reg.release_orders:
-        lot = lot_rows.get((r.bank, r.site, r.lot)) if r.lot else None
+        pledged = lot_rows.get((r.bank, r.site, r.lot)) if r.lot else None
         session.add(m.ReleaseOrder(bank_id=banks[r.bank].id, site_id=sites[(r.bank, r.site)].id,
-                                   lot_id=lot.id if lot is not None else None,
+                                   lot_id=pledged.id if pledged is not None else None,
                                    truck_id=r.truck_id,
                                    quantity_kg=Decimal(str(round(r.quantity_kg, 3))),
                                    valid_from_ms=r.valid_from_ms, valid_to_ms=r.valid_to_ms,

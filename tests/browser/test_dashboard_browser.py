@@ -148,7 +148,7 @@ class Engine:
             self.site_ids = {site.code: site.id for site in s.scalars(select(Site))}
             self.loan_ids = {loan.code: loan.id for loan in s.scalars(select(Loan))}
             self.loan_id = self.loan_ids["L-100"]
-            # geofences have no admin command yet: registry rows, written as the admin would
+            # a registry row, as `pledgewatch cloud admin add-geofence` writes it
             s.add(Geofence(site_id=self.site_ids["wh-1"], name="yard", polygon={"points": [
                 [-34.6015, -58.4015], [-34.6015, -58.3985], [-34.5985, -58.3985],
                 [-34.5985, -58.4015]]}))
@@ -285,6 +285,7 @@ def test_dashboard_login_live_alert_acknowledge_and_bad_input(tmp_path: Path,
         expect(page.locator("#alert-count")).to_have_text("(2)")
         page.locator("#site-tabs button[data-site='wh-1']").click()
         expect(page.locator("#map svg.map g.track[data-device='truck-AB123CD']")).to_have_count(1)
+        expect(page.locator("#map g.fence")).to_have_count(1)  # the yard, from the positions
         expect(page.locator("#tickets")).to_contain_text("AB123CD")
         expect(page.locator("#stock")).to_contain_text("LOT-7")
         _shot(page, "03-live-alert")

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from cloud.cli import add_cloud_parser
 from cloud.db import models
 from cloud.db.session import make_engine
+from cloud.domain import rules
+from cloud.domain.registry import load_sites
 from firmware_sim.r2000_reader import herd_tags
 from gateway.keys import generate_keypair, public_key_b64
 
@@ -379,6 +381,103 @@ def test_add_release_order(demo: str) -> None:
     assert order.valid_from_ms == 1_748_822_400_000
     assert order.valid_to_ms == 1_749_124_800_000
     assert order.truck_id == "AB123CD" and order.lot_id is not None
+
+
+# -- geofences -------------------------------------------------------------------------------
+# the Rosario warehouse's yard, drawn clockwise from its south-west corner (south and west:
+# every coordinate is negative, as argparse must let through)
+YARD = "-32.9480,-60.6410; -32.9455,-60.6410; -32.9455,-60.6375; -32.9480,-60.6375"
+
+
+def test_add_list_and_remove_geofences(demo: str) -> None:
+    code, out, err = admin(demo, "add-geofence", "--bank", "DEMO", "--site", "WH-1", "yard",
+                           "--points", YARD)
+    assert (code, out, err) == (0, "geofence 'yard' (4 points) added to site WH-1 of bank "
+                                   "DEMO\n", "")
+    # the --points=... form, a closing point that repeats the first, a trailing ";"
+    code, out, _ = admin(demo, "add-geofence", "--bank", "DEMO", "--site", "RANCH-1",
+                         "paddock 7", "--points=-36.62,-64.29;-36.61,-64.29;-36.61,-64.27;"
+                         "-36.62,-64.29;")
+    assert code == 0 and "'paddock 7' (3 points)" in out
+    (fence,) = [f for f in rows(demo, models.Geofence) if f.name == "yard"]
+    assert fence.polygon == {"points": [[-32.948, -60.641], [-32.9455, -60.641],
+                                        [-32.9455, -60.6375], [-32.948, -60.6375]]}
+    assert admin(demo, "list-geofences", "--bank", "DEMO")[1].splitlines() == [
+        "SITE     NAME       N  POINTS",
+        "RANCH-1  paddock 7  3  -36.62,-64.29;-36.61,-64.29;-36.61,-64.27",
+        "WH-1     yard       4  -32.948,-60.641;-32.9455,-60.641;-32.9455,-60.6375;"
+        "-32.948,-60.6375"]
+    assert len(admin(demo, "list-geofences", "--bank", "DEMO", "--site", "WH-1")[1]
+               .splitlines()) == 2
+
+    # what the rules engine reads back: the polygon, and a fix in the yard is inside it
+    engine = make_engine(demo)
+    try:
+        with Session(engine) as s:
+            sites = {i.registry.site_code: i.registry for i in load_sites(s).values()}
+    finally:
+        engine.dispose()
+    (polygon,) = sites["WH-1"].geofences
+    assert rules.point_in_polygon(-32.9468, -60.6393, polygon)  # the warehouse's own point
+    assert not rules.point_in_polygon(-32.9500, -60.6393, polygon)  # 220 m south of the gate
+
+    # another bank sees none of it, and cannot draw on DEMO's site
+    assert admin(demo, "create-bank", "OTHER", "--name", "Other Bank")[0] == 0
+    assert admin(demo, "list-geofences", "--bank", "OTHER")[1] == "SITE  NAME  N  POINTS\n"
+    code, _, err = admin(demo, "add-geofence", "--bank", "OTHER", "--site", "WH-1", "yard",
+                         "--points", YARD)
+    assert (code, err) == (1, "pledgewatch cloud admin add-geofence: bank 'OTHER' has no site "
+                              "'WH-1'\n")
+
+    assert admin(demo, "remove-geofence", "--bank", "DEMO", "--site", "WH-1", "yard") == (
+        0, "geofence 'yard' removed from site WH-1 of bank DEMO\n", "")
+    code, _, err = admin(demo, "remove-geofence", "--bank", "DEMO", "--site", "WH-1", "yard")
+    assert (code, err) == (1, "pledgewatch cloud admin remove-geofence: site 'WH-1' has no "
+                              "geofence 'yard'\n")
+    assert [f.name for f in rows(demo, models.Geofence)] == ["paddock 7"]
+
+
+BAD_FENCES = [
+    ("two-points", "0,0;1,1", "a geofence needs at least 3 distinct points, got 2"),
+    ("repeated-points", "0,0;1,1;0,0;1,1", "a geofence needs at least 3 distinct points, got 2"),
+    ("empty", " ", 'no points given (--points "lat,lon;lat,lon;lat,lon")'),
+    ("one-number", "0,0;1;2,3", "point 2 '1' is not lat,lon"),
+    ("three-numbers", "0,0,0;1,0;2,3", "point 1 '0,0,0' is not lat,lon"),
+    ("not-a-number", "0,0;x,1;2,3", "point 2 'x,1' is not two numbers (lat,lon in decimal "
+                                    "degrees)"),
+    ("latitude", "0,0;91,1;2,3", "point 2: latitude 91 is outside -90..90"),
+    ("longitude", "0,0;1,1;2,-180.5", "point 3: longitude -180.5 is outside -180..180"),
+    ("nan", "nan,0;1,0;2,3", "point 1: latitude nan is outside -90..90"),
+    ("collinear", "-32.1,-60.1;-32.2,-60.2;-32.3,-60.3", "the points enclose no area (all on "
+                                                         "one line)"),
+    ("antimeridian", "0,-179;1,179;2,-179", "the polygon spans more than 180 degrees of "
+     "longitude (fences across the antimeridian are not supported)"),
+    ("too-many", ";".join(f"{i % 7},{i / 1000}" for i in range(1001)),
+     "a geofence may have at most 1000 points, got 1001"),
+]
+
+
+def test_add_geofence_rejects(demo: str) -> None:
+    # one bank for every case (a fresh database per case costs ~1.5 s of migrations)
+    for case, points, message in BAD_FENCES:
+        code, out, err = admin(demo, "add-geofence", "--bank", "DEMO", "--site", "WH-1",
+                               "yard", "--points", points)
+        assert (code, out) == (1, ""), case
+        assert err == f"pledgewatch cloud admin add-geofence: {message}\n", case
+    assert count(demo, models.Geofence) == 0
+
+
+def test_add_geofence_refuses_a_second_fence_of_the_same_name(demo: str) -> None:
+    base = ["add-geofence", "--bank", "DEMO", "--site", "WH-1"]
+    assert admin(demo, *base, "yard", "--points", YARD)[0] == 0
+    code, _, err = admin(demo, *base, " yard ", "--points", "0,0;0,1;1,1")
+    assert (code, err) == (1, "pledgewatch cloud admin add-geofence: site 'WH-1' already has "
+                              "a geofence 'yard' (remove it first to redraw it)\n")
+    assert admin(demo, *base, "x" * 101, "--points", YARD)[0] == 1
+    assert admin(demo, *base, "", "--points", YARD)[0] == 1
+    assert admin(demo, "add-geofence", "--bank", "DEMO", "--site", "WH-1", "yard2")[0] == 2
+    assert admin(demo, "list-geofences")[0] == 2  # --bank is required
+    assert count(demo, models.Geofence) == 1
 
 
 # -- lists and usage -------------------------------------------------------------------------

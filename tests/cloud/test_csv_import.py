@@ -440,3 +440,19 @@ def test_examples_import_on_sqlite_and_postgresql(db_url: str) -> None:
     assert counts == {"sites": 2, "loans": 2, "borrowers": 2, "loan_sites": 2,
                       "pledged_animals": 1000, "pledged_lots": 40}
     assert weight is not None and weight > 0
+
+
+def test_animal_entry_date_defaults_to_the_import_day_and_is_checked(
+        factory: Factory, bank: str, tmp_path: Path) -> None:
+    header = "epc,loan,site,birth_date,entry_weight_kg,entry_date\n"
+    path = write(tmp_path, "a.csv", header + f"{EPC1},L1,RANCH-1,2024-01-01,300,\n"
+                 + "E2801170000000000000BEEF,L1,RANCH-1,2024-01-01,310,2025-03-01\n")
+    with session_scope(factory) as s:
+        assert import_animals(s, bank_code="DEMO", path=path, today=TODAY).created == 2
+    with factory() as s:
+        rows = s.scalars(select(models.PledgedAnimal).order_by(models.PledgedAnimal.id)).all()
+    assert [r.entry_date for r in rows] == [TODAY, dt.date(2025, 3, 1)]
+    bad = write(tmp_path, "b.csv", header + f"{EPC1},L1,RANCH-1,2024-01-01,300,2023-12-31\n")
+    err = refused(factory, import_animals, bad, today=TODAY)
+    assert [str(e) for e in err.errors] == [
+        "b.csv:2: column entry_date: 2023-12-31 is before the birth date 2024-01-01"]

@@ -155,19 +155,23 @@ def test_gateway_batches_are_stored_once_and_resends_change_nothing(db: Db,
 
 
 def test_a_seen_seq_is_answered_without_decompressing(db: Db) -> None:
-    """A resend is recognised from the signed header alone: a body that would not even
-    decompress still answers duplicate once its (gateway, seq) is stored."""
+    """A seen (gateway, seq) is decided from the signed header alone: the resend (same
+    bytes, same signature) answers duplicate, and another body under that seq is refused as
+    seq_reused - here one that does not even decompress (400 if it were decoded)."""
     key = Ed25519PrivateKey.generate()
     db.add_gateway(GW, key)
+    envelope = encode_batch(batch_of(1), key)
 
     async def main() -> None:
         async with http_app(db) as http:
-            assert (await http.post(encode_batch(batch_of(1), key))).status_code == 200
+            assert (await http.post(envelope)).status_code == 200
             before = db.counts()
-            garbage = signed(key, body=b"\x00" * 50, raw_len=10, seq=1)
-            resp = await http.post(garbage)
+            resp = await http.post(envelope)
             assert resp.status_code == 200
             assert resp.json() == {"status": "duplicate", "seq": 1, "readings": 3}
+            garbage = signed(key, body=b"\x00" * 50, raw_len=10, seq=1)
+            resp = await http.post(garbage)
+            assert (resp.status_code, resp.json()["reason"]) == (409, "seq_reused")
             assert db.counts() == before
             resp = await http.post(signed(key, body=b"\x00" * 50, raw_len=10, seq=2))
             assert (resp.status_code, resp.json()["reason"]) == (400, "malformed")

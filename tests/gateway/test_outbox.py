@@ -144,7 +144,8 @@ def test_resend_is_byte_identical_until_acked(db: Path, clock: Clock) -> None:
         assert ob.ack(first.seq)
         assert not ob.ack(first.seq)  # acks are idempotent
         second = ob.next_batch(100, 1 << 20, KEY)
-        assert second is not None and second.seq == first.seq + 1
+        # reopened 60 s later: the seq went on from the clock (above first.seq + 1)
+        assert second is not None and second.seq == clock.ms + 1 > first.seq + 1
         got = decode_envelope(second.envelope, lookup)
         assert [ident(r) for r in got.readings] == [100, 4, 5, 6, 7, 8, 9]
         assert second.created_ms == clock.ms
@@ -717,6 +718,20 @@ class OutboxMachine(RuleBasedStateMachine):
         if p is not None and p.seq in self.cloud:
             assert self.ob.ack(p.seq)
             self.done.update(self.ids_of[p.seq])
+
+    @rule(max_readings=st.integers(1, 40), ahead=st.none() | st.integers(0, 10**6))
+    def refused_seq(self, max_readings: int, ahead: int | None) -> None:
+        """The cloud refuses a fresh batch for its seq (409 seq_reused / replay window),
+        storing nothing; ``ahead``: how far its last seq is past ours (None: not said)."""
+        p = self.ob.next_batch(max_readings, 1 << 20, KEY)
+        if p is None or p.seq in self.cloud:
+            return
+        ids = [ident(r) for r in decode_envelope(p.envelope, lookup).readings]
+        cloud_last = None if ahead is None else max(self.cloud, default=0) + ahead
+        rebased = self.ob.rebase(p.seq, cloud_last, KEY)
+        assert rebased is not None and rebased.seq > max(p.seq, cloud_last or 0)
+        assert [ident(r) for r in decode_envelope(rebased.envelope, lookup).readings] == ids
+        assert self.ob.pending() == rebased
 
     @rule(clean=st.booleans())
     def restart(self, clean: bool) -> None:

@@ -5,7 +5,9 @@ again while streaming, so a lying or absent length cannot make us buffer more), 
 ``app.state.ingest`` (:class:`cloud.ingest.service.IngestService`) and translate its answer:
 
 * 200 ``{"status": "stored"|"duplicate", "seq": n, "readings": n}``;
-* 4xx ``{"reason": ..., "detail": ...}`` for a batch that will never be taken as sent;
+* 4xx ``{"reason": ..., "detail": ...}`` for a batch that will never be taken as sent; a 409
+  (``seq_reused``, ``replay_outside_window``) also carries ``"last_seq"``, the gateway's
+  highest stored seq, so the gateway re-signs the batch above it;
 * 429 / 503 with ``Retry-After`` when the write queue is full or the store is unavailable.
 """
 
@@ -17,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from cloud.errors import IngestBusy, IngestRejected, IngestUnavailable
-from cloud.ingest.service import IngestService, retry_after_header
+from cloud.ingest.service import IngestService, SeqConflict, retry_after_header
 
 __all__ = ["router"]
 
@@ -25,8 +27,8 @@ router = APIRouter(tags=["ingest"])
 
 
 def _error(status: int, reason: str, detail: str,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"reason": reason, "detail": detail}, status_code=status,
+           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"reason": reason, "detail": detail, **extra}, status_code=status,
                         headers=headers)
 
 
@@ -58,6 +60,8 @@ async def ingest(request: Request) -> Any:
             return _too_large(limit, "request body")
     try:
         result = await service.submit(bytes(body))
+    except SeqConflict as exc:
+        return _error(exc.status, exc.reason, exc.detail, last_seq=exc.last_seq)
     except IngestRejected as exc:
         return _error(exc.status, exc.reason, exc.detail)
     except IngestBusy as exc:

@@ -69,6 +69,8 @@ def site_positions(site_id: int, session: SessionDep, principal: ViewerPrincipal
                    since: Since = None,
                    limit: Annotated[int, Query(ge=1, le=site_views.MAX_PAGE)] = 500,
                    cursor: Cursor = None) -> PositionsPagePublic:
+    """GPS fixes of the site in time order, paged by ``next_cursor``, and the site's
+    geofences (``[{"name", "points": [[lat, lon], ...]}]``, the same on every page)."""
     page = site_views.site_positions(session, bank_id=principal.bank_id, site_id=site_id,
                                      since_ms=time_param("since", since), limit=limit,
                                      cursor=cursor)

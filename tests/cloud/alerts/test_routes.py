@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
+from cloud.admin import service as admin_service
 from cloud.alerts import service
 from cloud.alerts.site_views import AnimalSnapshot, record_herd
+from cloud.db.models import Geofence
 from tests.cloud.alerts.helpers import EPCS, ROLES, T0, SeededBank, cond, run
 
 World = dict[str, SeededBank]
@@ -348,6 +351,57 @@ def test_inventory_positions_and_tickets(client: TestClient, world: World) -> No
     assert tickets["next_cursor"] is None
     bad = client.get(f"/v1/sites/{site}/positions", headers=viewer, params={"cursor": "x"})
     assert bad.status_code == 400
+
+
+def test_positions_carry_the_sites_geofences(client: TestClient, world: World) -> None:
+    alpha, beta = world["alpha"], world["beta"]
+    yard = [(-31.01, -64.01), (-30.99, -64.01), (-30.99, -63.99), (-31.01, -63.99)]
+    annex = [(-31.02, -64.0), (-31.01, -64.0), (-31.01, -63.99)]
+    sessions = _sessions(client)
+    try:
+        with sessions.begin() as s:  # as `pledgewatch cloud admin add-geofence` does
+            admin_service.add_geofence(s, bank_code="alpha", site_code="alpha-warehouse",
+                                       name="yard", points=yard)
+            admin_service.add_geofence(s, bank_code="alpha", site_code="alpha-warehouse",
+                                       name="annex", points=annex)
+            admin_service.add_geofence(s, bank_code="beta", site_code="beta-warehouse",
+                                       name="beta yard", points=yard)
+            # a row written by hand that is no polygon: left out, not a 500
+            s.add(Geofence(site_id=alpha.warehouse_id, name="broken",
+                           polygon={"points": [["-31", -64], [-31, "x"], [0, 0]]}))
+
+        viewer = alpha.auth("viewer")
+        site = alpha.warehouse_id
+        expected = [{"name": "annex", "points": [list(p) for p in annex]},
+                    {"name": "yard", "points": [list(p) for p in yard]}]
+        pages = []
+        cursor = None
+        while True:  # every page carries the fences (the dashboard reads the first one)
+            params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            resp = client.get(f"/v1/sites/{site}/positions", headers=viewer, params=params)
+            assert resp.status_code == 200, resp.text
+            pages.append(resp.json())
+            cursor = pages[-1]["next_cursor"]
+            if cursor is None:
+                break
+        assert len(pages) == 3
+        assert all(page["geofences"] == expected for page in pages)
+        assert sum(len(page["items"]) for page in pages) == 5
+        # a site without fences, and the tenancy rule: beta cannot read alpha's site
+        ranch = client.get(f"/v1/sites/{alpha.ranch_id}/positions", headers=viewer).json()
+        assert ranch == {"items": [], "next_cursor": None, "geofences": []}
+        other = client.get(f"/v1/sites/{site}/positions", headers=beta.auth("viewer"))
+        assert other.status_code == 404
+        assert other.json()["reason"] == "not_found"
+        own = client.get(f"/v1/sites/{beta.warehouse_id}/positions",
+                         headers=beta.auth("viewer")).json()
+        assert [g["name"] for g in own["geofences"]] == ["beta yard"]
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        assert "geofences" in schemas["PositionsPagePublic"]["required"]
+        assert set(schemas["GeofencePublic"]["properties"]) == {"name", "points"}
+    finally:
+        with sessions.begin() as s:  # the PostgreSQL world is shared by later tests
+            s.execute(delete(Geofence))
 
 
 def test_stream_refuses_a_missing_or_bad_token(client: TestClient, world: World) -> None:

@@ -188,7 +188,11 @@ def test_no_weighings_gives_the_breed_curve_with_a_wide_band() -> None:
     ages = np.concatenate([age_now, [500.0, 500.0]])
     f = fit_growth(n, idx, t, w, ages, _prior(n))
     assert not f.fitted[100:].any() and f.fitted[:100].all()
-    assert f.weight_kg[100] == pytest.approx(gompertz(500.0, A, B, K))
+    # the breed curve, moved by the herd's own level (this herd varies around the curve, so
+    # by little): the median log ratio of the good weighings to the curve
+    shift = f.weight_kg[100] / gompertz(500.0, A, B, K)
+    assert 0.95 < shift < 1.05
+    assert f.weight_kg[101] == pytest.approx(f.weight_kg[100])
     assert f.log_sd[100] > 5 * np.median(f.log_sd[:100])
     # a 90 % band of about +-15 % x 1.645
     assert f.high_kg[100] / f.weight_kg[100] == pytest.approx(
@@ -257,3 +261,23 @@ def test_bad_input_is_a_value_error(kwargs: dict[str, object], match: str) -> No
 def test_empty_herd() -> None:
     f = fit_growth(0, [], [], [], [], _prior(0))
     assert isinstance(f, GrowthFit) and f.weight_kg.size == 0
+
+
+def test_a_herd_above_the_breed_curve_moves_its_unweighed_animals_up() -> None:
+    """The prior is a population curve; a herd 12 % heavier than it at every age moves the
+    animals it has not weighed yet by about as much (their errors would otherwise all point
+    the same way and bias the herd value)."""
+    rng = np.random.default_rng(5)
+    n_weighed, per = 60, 3
+    ages = rng.uniform(300, 600, n_weighed)
+    idx = np.repeat(np.arange(n_weighed), per)
+    t = ages[idx] - rng.uniform(0, 20, idx.size)
+    w = 1.12 * gompertz(t, A, B, K) * np.exp(rng.normal(0, 0.015, idx.size))
+    n = n_weighed + 1
+    f = fit_growth(n, idx, t, w, np.concatenate([ages, [450.0]]), _prior(n))
+    assert not f.fitted[-1]
+    assert f.weight_kg[-1] / gompertz(450.0, A, B, K) == pytest.approx(1.12, rel=0.02)
+    # and a herd that sits on the curve leaves it where it is
+    w0 = gompertz(t, A, B, K) * np.exp(rng.normal(0, 0.015, idx.size))
+    f0 = fit_growth(n, idx, t, w0, np.concatenate([ages, [450.0]]), _prior(n))
+    assert f0.weight_kg[-1] / gompertz(450.0, A, B, K) == pytest.approx(1.0, abs=0.01)
