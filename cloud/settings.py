@@ -26,6 +26,9 @@ class CloudSettings(BaseSettings):
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024 + 4096
     ingest_queue_size: Annotated[int, Field(gt=0)] = 64  # batches waiting for the writer
     replay_window: Annotated[int, Field(ge=0)] = 100_000  # seqs below last_seq - window: 409
+    # per API token: average requests per second and burst (429 with Retry-After beyond)
+    api_rate_per_s: Annotated[float, Field(gt=0)] = 20.0
+    api_burst: Annotated[int, Field(ge=1)] = 100
     # rules and valuation (cloud.domain): evaluated in the serving process every interval
     rules_enabled: bool = True
     rules_interval_s: Annotated[float, Field(gt=0)] = 2.0

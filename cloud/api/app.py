@@ -45,6 +45,7 @@ from cloud.db.session import make_engine, make_sessionmaker
 from cloud.errors import CloudError
 from cloud.influx import InfluxV1Writer, open_writer
 from cloud.ingest.influx_hook import InfluxHook
+from cloud.ratelimit import TokenBuckets
 from cloud.settings import CloudSettings
 
 __all__ = ["BodyLimitMiddleware", "BodyTooLargeError", "IngestFactory", "IngestRunner",
@@ -212,6 +213,7 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.rate_limit = TokenBuckets(settings.api_rate_per_s, settings.api_burst)
 
     requests = Counter("pledgewatch_http_requests", "HTTP requests by route and status",
                        ["method", "route", "status"], registry=registry)

@@ -4,7 +4,8 @@
 - :data:`SessionDep` - one SQLAlchemy session per request, closed (rolled back if nothing
   committed) when the request ends;
 - :data:`CurrentPrincipal` - the caller from ``Authorization: Bearer <token>``; 401 with
-  ``WWW-Authenticate: Bearer`` when the token is missing, unknown, revoked or expired;
+  ``WWW-Authenticate: Bearer`` when the token is missing, unknown, revoked or expired; 429
+  with ``Retry-After`` beyond the token's rate (:mod:`cloud.ratelimit`);
 - :func:`require_role` - ``Annotated[Principal, require_role("admin")]``: 403 below that role.
   :data:`ViewerPrincipal`, :data:`AnalystPrincipal`, :data:`AdminPrincipal` are the three.
 """
@@ -20,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.auth import ROLES, has_role
+from cloud.ratelimit import TokenBuckets
 from cloud.read import AuthenticationError, Principal, authenticate
 from cloud.settings import CloudSettings
 
@@ -53,15 +55,26 @@ def unauthorized(detail: str = "invalid or missing bearer token") -> HTTPExcepti
 
 
 def current_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise unauthorized("missing bearer token")
     try:
-        return authenticate(session, credentials.credentials, now=dt.datetime.now(dt.UTC))
+        principal = authenticate(session, credentials.credentials, now=dt.datetime.now(dt.UTC))
     except AuthenticationError as exc:
         raise unauthorized(str(exc)) from exc
+    buckets: TokenBuckets | None = getattr(request.app.state, "rate_limit", None)
+    if buckets is not None:
+        wait = buckets.take(principal.token_id)
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                detail={"reason": "rate_limited",
+                                        "detail": "too many requests for this token; retry "
+                                                  "after the Retry-After seconds"},
+                                headers={"Retry-After": TokenBuckets.retry_after(wait)})
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
