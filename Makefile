@@ -30,7 +30,7 @@ run: $(STAMP)
 	$(BIN)/pledgewatch demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3
 
 check: $(STAMP)
 	$(BIN)/ruff check protocols uplink firmware_sim edge gateway cloud pledgewatch tests bench examples

@@ -634,7 +634,7 @@ _DEFAULTS: Final = RuleParams()
 _POSITIVE: Final = frozenset(name for name in _PARAM_FIELDS
                              if name.endswith("_ms") or name in (
                                  "clear_after_ticks", "baseline_days", "herd_drop_min_heads",
-                                 "cusum_h"))
+                                 "cusum_h", "health_z"))
 # fractions of a whole
 _UNIT_INTERVAL: Final = frozenset(name for name in _PARAM_FIELDS
                                   if name.endswith("_fraction") or name in (

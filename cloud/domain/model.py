@@ -146,8 +146,9 @@ class RuleParams:
     no_motion_ms: int = 24 * HOUR_MS
     # health_anomaly: activity/bunk visits vs the animal's own previous ~10 days (2.3)
     baseline_days: int = 10
-    cusum_k: float = 0.5  # in baseline standard deviations
-    cusum_h: float = 4.0
+    health_z: float = 3.2  # decline statistic's alarm threshold, in SDs (docs/health.md)
+    cusum_k: float = 0.5  # no longer used by health_anomaly (docs/health.md); kept for the API
+    cusum_h: float = 4.0  # same
     # feed_intake_drop: pen's daily delivered kg vs its own 7-day median
     feed_drop_fraction: float = 0.25
     # warehouse

@@ -56,15 +56,20 @@ The rules (kinds of ``model.ALERT_KINDS``; ``site_offline``, ``coverage_breach``
     like when a scale's tag identification passes one on) and bunk visits (sightings by
     *bunk readers* - a device whose registry kind or id contains ``bunk`` or ``feed`` - more
     than ``BUNK_VISIT_GAP_MS`` apart, per bin, over the site's covered time) against the
-    animal's own previous ``baseline_days``, same time of day, herd common mode removed,
-    lower CUSUM (``cusum_k``, ``cusum_h`` in daily SDs) over the last
-    ``HEALTH_RECENT_DAYS`` days of bins; see :mod:`cloud.domain.rules`. A bin takes data
-    until the newest reading is ``HEALTH_SETTLE_MS`` past its end, then it is frozen (later
-    data for it is dropped and counted), so the score at a tick depends only on the
-    readings up to it and is computed once per bin. Needs ``rules.MIN_BASELINE_DAYS`` days
-    of baseline. A motion tag whose counter has not moved for a whole bin is left to
-    ``tag_inactive`` (dead or dropped, not ill). ``event_time`` = end of the bin at which
-    the CUSUM crossed ``cusum_h``.
+    animal's own previous ``baseline_days`` (screened for outlier days), same time of
+    day, herd common mode removed, both channels combined by inverse variance; the alarm is
+    the decline statistic over the last ``HEALTH_RECENT_DAYS`` days of bins (a ramp-weighted
+    deficit of unknown onset, in SDs that include the baseline's own error) at or above
+    ``RuleParams.health_z`` if the parameters carry it, else ``rules.HEALTH_Z`` (3.2); see
+    :mod:`cloud.domain.rules` and ``docs/health.md``. ``cusum_k``/``cusum_h`` are no longer
+    used. A bin takes data until the newest reading is ``HEALTH_SETTLE_MS`` past its end,
+    then it is frozen (later data for it is dropped and counted), so the score at a tick
+    depends only on the readings up to it and is computed once per bin. Needs
+    ``rules.MIN_BASELINE_DAYS`` days of baseline. A motion tag whose counter has not moved
+    for a whole bin is left to ``tag_inactive`` (dead or dropped, not ill). ``event_time``
+    = end of the bin from which the statistic has stayed at or above the threshold;
+    evidence: ``score``, ``threshold``, ``decline_from_ms`` (start of the best-fitting
+    decline), ``score_per_bin``, ``z_per_bin``, baseline and recent rates per day.
 ``feed_intake_drop`` (pen, warning)
     A pen's delivered feed on the last complete UTC day (``feed_event`` ``unload`` from
     ``edge.aggregate.TmrEventDetector``; ``deliver``/``drop``/``load_out`` are taken too)
@@ -232,6 +237,16 @@ def _animal_reader(registry: SiteRegistry, device_id: str) -> bool:
     happens, so their silence means nothing)."""
     text = f"{registry.devices.get(device_id, '')} {device_id}".lower()
     return ("reader" in text or "rfid" in text) and "truck" not in text
+
+
+def _health_threshold(params: RuleParams) -> float:
+    """The health_anomaly alarm threshold: ``RuleParams.health_z`` when the parameters have
+    it, else ``rules.HEALTH_Z`` (the decline statistic replaced the CUSUM whose
+    ``cusum_k``/``cusum_h`` the parameters still carry; docs/health.md)."""
+    value: Any = getattr(params, "health_z", None)
+    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+        return float(value)
+    return rules.HEALTH_Z
 
 
 def _num(value: Any) -> float:
@@ -1113,7 +1128,7 @@ class SiteState:
             bunk = bunk_obs
         scores = rules.health_scores(act, obs, bunk, bunk_obs, bins_per_day=BINS_PER_DAY,
                                      recent_days=recent, bin_s=HEALTH_BIN_MS / 1000.0,
-                                     k=p.cusum_k, h=p.cusum_h)
+                                     threshold=_health_threshold(p))
         return scores, end_bin, recent
 
     def _immobile_mask(self) -> BoolArray:
@@ -1128,18 +1143,20 @@ class SiteState:
         if scores is None:
             return []
         out = []
-        p = self.params
+        threshold = _health_threshold(self.params)
         alarm = scores.alarm & ~self._immobile_mask()
         recent_bins = recent * BINS_PER_DAY
+        first_recent = end_bin - recent_bins + 1  # absolute bin of the first recent bin
         for i in np.flatnonzero(alarm).tolist():
             a = self._animals[i]
-            cross = int(scores.crossed[i])
-            when = (end_bin - (recent_bins - 1 - cross) + 1) * HEALTH_BIN_MS
+            when = (first_recent + int(scores.crossed[i]) + 1) * HEALTH_BIN_MS
             out.append(self._cond(
                 "health_anomaly", "warning", "animal", a.epc, when,
-                f"animal {a.epc} activity/bunk visits below its own baseline "
-                f"(CUSUM {float(scores.score[i]):.1f} >= {p.cusum_h:g} daily SDs)",
-                {"cusum": _f(scores.score[i]), "k": p.cusum_k, "h": p.cusum_h,
+                f"animal {a.epc} activity/bunk visits declining below its own baseline "
+                f"(decline score {float(scores.score[i]):.1f}, threshold {threshold:g} SDs)",
+                {"score": _f(scores.score[i]), "threshold": threshold,
+                 "decline_from_ms": (first_recent + int(scores.onset[i])) * HEALTH_BIN_MS,
+                 "score_per_bin": [_f(v) for v in scores.stat[i].tolist()],
                  "z_per_bin": [_f(v) for v in scores.z[i].tolist()],
                  "bin_ms": HEALTH_BIN_MS,
                  "baseline_activity_per_day": _f(scores.base_activity[i]),
@@ -1454,9 +1471,9 @@ class SiteState:
 
 
 def _f(value: Any) -> float | None:
-    """JSON-safe float (NaN -> None)."""
+    """JSON-safe float (NaN and infinities -> None)."""
     v = float(value)
-    return None if math.isnan(v) else round(v, 4)
+    return round(v, 4) if math.isfinite(v) else None
 
 
 _HANDLERS: Final = {

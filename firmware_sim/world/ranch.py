@@ -21,7 +21,8 @@ Figures (domain.md, with its sources):
 * activity: lying > 55 % of the time between 20:00 and 04:00 and < 30 % at feeding times,
   individuals 29-66 % (domain.md 2.3), hence a circadian profile per animal around its own
   baseline; BRD: activity and feeding behaviour fall at least 6 days before diagnosis, most
-  on day -1 (domain.md 2.3).
+  on day -1 (domain.md 2.3): a linear decline of activity and intake over the prodrome,
+  a square-root one of feeding behaviour (:func:`prodrome_factor` has the sources).
 * walk-over scale: raw walk-over weights have low repeatability before filtering and are
   filtered at +-25 % of the herd average (domain.md 2.4), hence 0 kg, half and double reads.
 """
@@ -49,7 +50,7 @@ from firmware_sim.world.scenario import (
 )
 from protocols import iso11784
 
-__all__ = ["Ranch", "TruthPiece"]
+__all__ = ["FEEDING_EXPONENT", "PRODROME_EXPONENT", "Ranch", "TruthPiece", "prodrome_factor"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -91,6 +92,45 @@ _CLINICAL_LOSS_MAX: Final = 0.08
 _REGAIN_MS: Final = 7 * DAY_MS
 _RECOVERY_RAMP_MS: Final = 3 * DAY_MS  # activity back to baseline after recovery
 HEALTH_FACTOR_ILL: Final = 0.8  # value factor while clinically ill (brief; RuleParams)
+# Shape of the prodrome decline, 1 - drop * x**exponent (x: 0 at onset, 1 at the clinical
+# moment): linear for activity and intake, square root for feeding behaviour (bunk visits,
+# attendance at the deliveries); see prodrome_factor. Both were x**1.5 until issue 7's
+# second session (helper H12); docs/health.md has the figures of both.
+PRODROME_EXPONENT: Final = 1.0
+FEEDING_EXPONENT: Final = 0.5
+
+
+def prodrome_factor(x: float, drop: float, exponent: float = PRODROME_EXPONENT) -> float:
+    """Factor (1 = normal) at the fraction ``x`` (0..1) of an illness's prodrome for an
+    animal that ends it ``drop`` below normal: ``1 - drop * x ** exponent``.
+
+    What the sources say (``shared/reference/domain.md`` 2.3):
+
+    * activity: accelerometers on 364 feedlot calves (Pillen et al. 2016, Bovine
+      Practitioner 50(1):1-8, journals.tdl.org/bovine/index.php/bovine/article/view/2883):
+      reductions in step count, standing time, lying bouts and motion index "started at
+      least 6 days prior to BRD diagnosis, and were more pronounced the day before";
+    * feeding behaviour: CUSUM charts on growing bulls (Kayser et al., the domain.md 2.3
+      "BRD from feeding behaviour" source) signalled 4.4 (bunk-visit frequency), 3.5 (visit
+      duration), 4.5 (head-down time) but 2.6 days (dry-matter intake) before symptoms;
+      cattle may go off feed up to 7 days before clinical BRD (producer.com 2014).
+
+    Activity, ``PRODROME_EXPONENT`` 1 (linear): a decline under way from day -6 and deepest
+    on day -1, with no acceleration, which the source does not state. Day -6 averages
+    ``drop / 12`` below normal (4 % at the default 0.5), day -4 21 %, day -1 46 %; the
+    former ``x ** 1.5`` gave 1.4 %, 13 % and 44 %.
+
+    Feeding behaviour, ``FEEDING_EXPONENT`` 0.5 (square root): it changes before activity
+    and intake do (feeding-behaviour charts signal 1-2 days before the intake chart), so it
+    falls early: day -6 14 %, day -4 32 %, day -1 48 %. Even so the world is *harder* than
+    the source: a plain daily CUSUM (k 0.5, h 4 SDs, 10-day baseline) on the simulated
+    daily bunk visits signals on average 1.8-2.0 days before the clinical day (1.2-1.3 with
+    a linear, 0.7-0.9 with the former curve), not 4.4; no curve that starts at the onset
+    reaches 4.4 (a 50 % step at the onset gives 3.6). Intake follows the activity curve
+    (the DMI chart signalled last)."""
+    if x <= 0.0:
+        return 1.0
+    return float(1.0 - drop * min(x, 1.0) ** exponent)
 
 
 def _profile(kind: str, feedings_min: Sequence[int]) -> F64:
@@ -333,9 +373,12 @@ class Ranch:
         self.pieces.append(piece)
 
     # -- truth -----------------------------------------------------------------------------
-    def illness_factor(self, t: F64 | float, idx: I64 | None = None) -> F64:
-        """Activity/intake factor (1 = normal) of animals ``idx`` (all when None) at ``t``
-        (a scalar, or one time per animal)."""
+    def illness_factor(self, t: F64 | float, idx: I64 | None = None,
+                       channel: str = "activity") -> F64:
+        """Illness factor (1 = normal) of animals ``idx`` (all when None) at ``t`` (a scalar,
+        or one time per animal) for ``channel``: ``activity`` (motion counts, intake) or
+        ``feeding`` (bunk visits, attendance at the deliveries); see
+        :func:`prodrome_factor`."""
         n = self.n if idx is None else len(idx)
         f = np.ones(n)
         if not self.ill_idx:
@@ -344,18 +387,19 @@ class Ranch:
         for j, a in enumerate(self.ill_idx):
             rows = [a] if idx is None else np.flatnonzero(idx == a).tolist()
             for r in rows:
-                f[r] = self._ill_f(j, float(tt[r]))
+                f[r] = self._ill_f(j, float(tt[r]), channel)
         return f
 
-    def _ill_f(self, j: int, t: float) -> float:
+    def _ill_f(self, j: int, t: float, channel: str = "activity") -> float:
         onset, clinical = self.ill_onset[j], self.ill_clinical[j]
         rec, drop = self.ill_recovered[j], self.ill_drop[j]
         if t < onset:
             return 1.0
         if t < clinical:
-            # decline from onset, steepest at the end ("most on day -1")
-            x = (t - onset) / (clinical - onset)
-            return float(1.0 - drop * x**1.5)
+            # progressive decline from onset, deepest on day -1 (prodrome_factor)
+            return prodrome_factor((t - onset) / (clinical - onset), drop,
+                                   FEEDING_EXPONENT if channel == "feeding"
+                                   else PRODROME_EXPONENT)
         if t < rec:
             return 1.0 - drop
         return 1.0 - drop * max(0.0, 1.0 - (t - rec) / _RECOVERY_RAMP_MS)
@@ -445,7 +489,7 @@ class Ranch:
             t_parts.append(t.copy())
             mean = base / profile[self._local_hour(t)]
             if ill_slows and self.ill_idx:
-                mean = mean / np.maximum(self.illness_factor(t, active), 0.05)
+                mean = mean / np.maximum(self.illness_factor(t, active, "feeding"), 0.05)
             gap = np.minimum(rng.gamma(_GAP_SHAPE, mean / _GAP_SHAPE), cap)
             next_ms[active] = t + np.maximum(gap, 60_000.0)
             active = active[next_ms[active] < until]
@@ -497,7 +541,8 @@ class Ranch:
         f_t: list[F64] = []
         for ft in feed_times:
             deliver = ft + self.pen * _PEN_FEED_STEP_MS
-            come = rng.random(n) < _FEED_ATTENDANCE * self.illness_factor(deliver.astype(float))
+            come = rng.random(n) < _FEED_ATTENDANCE * self.illness_factor(
+                deliver.astype(float), channel="feeding")
             delay = rng.gamma(2.0, 10 * MINUTE_MS / 2.0, n)
             f_idx.append(np.flatnonzero(come))
             f_t.append((deliver + delay)[come])

@@ -22,6 +22,7 @@ from firmware_sim.world.observations import (
     TagRead,
     TruckWeighing,
 )
+from firmware_sim.world.ranch import FEEDING_EXPONENT, PRODROME_EXPONENT, prodrome_factor
 from firmware_sim.world.truth import validate_truth_line
 
 from .conftest import DAY_MS, HOUR_MS, Run, run_world
@@ -393,3 +394,56 @@ def test_theft_through_the_gate_reader() -> None:
     assert all(at - 10 * 60_000 <= o.ts_ms < at for o in gate)
     assert len(gate) == len(set(gate)) >= 6
     assert not [r for r in reads_of(run, set(inc["subjects"]["animals"])) if r[0] >= at]
+
+
+def test_prodrome_factor_shapes() -> None:
+    """The prodrome curves of docs/scenarios.md: activity linear, feeding behaviour a square
+    root (earlier), both 1 before the onset and ``1 - drop`` at the clinical moment."""
+    assert (PRODROME_EXPONENT, FEEDING_EXPONENT) == (1.0, 0.5)
+    for exp in (PRODROME_EXPONENT, FEEDING_EXPONENT):
+        xs = np.linspace(0.0, 1.0, 61)
+        f = [prodrome_factor(float(x), 0.5, exp) for x in xs]
+        assert f[0] == 1.0 and f[-1] == 0.5 and prodrome_factor(-0.1, 0.5, exp) == 1.0
+        assert all(b < a for a, b in itertools.pairwise(f))  # falls all the way
+    assert prodrome_factor(0.5, 0.5) == 0.75
+    assert prodrome_factor(0.25, 0.5, FEEDING_EXPONENT) == 0.75
+    # day -6 of a 6-day prodrome: the decline is under way (Pillen et al.: "started at least
+    # 6 days prior"); mean factor over x in [0, 1/6]
+    day6 = np.mean([prodrome_factor(float(x), 0.5) for x in np.linspace(0, 1 / 6, 101)])
+    assert 0.95 < day6 < 0.97
+
+
+def test_illness_prodrome_in_the_streams() -> None:
+    """Half-way through the prodrome the streams show the curves: activity (motion counter)
+    over x in [0.25, 0.5) at 1 - 0.5 * 0.375 = 0.81 of the animal's own level at the same
+    clock hours before the onset (the former x**1.5 curve: 0.88), bunk passes over x in
+    [0, 0.5) at 1 - 0.5 * 0.47 = 0.76 (a linear curve: 0.88), relative to healthy animals."""
+    run = run_world({"seed": 8, "duration": "6d",
+                     "ranch": [{"id": "r", "animals": 80, "motion_fraction": 0.9,
+                                "iso_fraction": 0.1}],
+                     "incident": [{"kind": "illness", "site": "r", "at": "+2d", "count": 30,
+                                   "prodrome": "4d"}]})
+    inc = run.incident("illness")
+    ill = set(inc["subjects"]["animals"])
+    onset = inc["start_ms"]
+    s = run.world.start_ms
+    reg = {a.epc: a for a in run.world.registry.animals}
+    healthy = {e for e, a in reg.items() if a.tag == "motion" and e not in ill}
+    assert len(healthy) >= 10 and all(reg[e].tag == "motion" for e in ill)
+
+    def activity_ratio(epc: str) -> float:
+        reads = reads_of(run, {epc})
+        return (_activity_per_hour(reads, onset + DAY_MS, onset + 2 * DAY_MS)
+                / _activity_per_hour(reads, s, s + DAY_MS))
+
+    act = (statistics.median(activity_ratio(e) for e in ill)
+           / statistics.median(activity_ratio(e) for e in healthy))
+    assert 0.77 < act < 0.85, act  # 0.83 at this seed
+    bunk = {d.device_id for d in run.world.registry.devices if d.place == "bunk"}
+
+    def bunk_ratio(epcs: set[str]) -> float:
+        return (_passes(run, epcs, bunk, onset, onset + 2 * DAY_MS)
+                / _passes(run, epcs, bunk, s, s + 2 * DAY_MS))
+
+    feed = bunk_ratio(ill) / bunk_ratio(healthy)
+    assert 0.68 < feed < 0.84, feed  # 0.74 at this seed
