@@ -361,7 +361,10 @@ class World:
             before = self.prices.price(c, day - dt.timedelta(days=1))
             if day == self.prices.dates[0]:
                 before = self.scenario.market.start_price(c)
-            return TruthPiece(inc, inc.at_ms, None, detail={
+            # prices are daily: the new price holds from the start of its day (UTC), which
+            # is when a bank's price feed shows it
+            day_start = inc.at_ms // 86_400_000 * 86_400_000
+            return TruthPiece(inc, day_start, None, detail={
                 "commodity": c, "percent": inc.percent, "price_before": before,
                 "price_after": self.prices.price(c, day), "unit": price_unit(c)})
         raise AssertionError(f"no truth for {inc.kind}")  # pragma: no cover
