@@ -118,7 +118,8 @@ The rules (kinds of ``model.ALERT_KINDS``; ``site_offline``, ``coverage_breach``
     ``max(device_offline_after_ms, 2 x its longest silence so far)``. Quiet readers have
     long normal silences, so the threshold learns them; devices without a rhythm, and those
     that report when something happens (GPS trackers parked overnight, scales,
-    weighbridges, mixers, truck readers), are left to their own ``device_offline`` reports.
+    weighbridges, mixers, truck and gate readers), are left to their own ``device_offline``
+    reports.
 ``data_integrity`` (gateway, warning/high)
     ``data_integrity`` readings (outbox drops, refused batches, corrupt outbox), subject the
     reading's device id (the gateway); ``high`` from ``INTEGRITY_HIGH_DROPPED`` readings or
@@ -232,11 +233,12 @@ def _role(registry: SiteRegistry, device_id: str) -> tuple[bool, bool]:
 
 
 def _animal_reader(registry: SiteRegistry, device_id: str) -> bool:
-    """An RFID reader of animal tags: kind or id says ``reader`` or ``rfid``, not ``truck``
-    (GPS trackers, scales, weighbridges, mixers and truck readers report when something
-    happens, so their silence means nothing)."""
+    """An RFID reader of animal tags at a place animals visit all day: kind or id says
+    ``reader`` or ``rfid``, not ``truck`` or ``gate`` (GPS trackers, scales, weighbridges,
+    mixers, truck readers and gate readers report when something happens - animals moved
+    through a gate - so their silence means nothing)."""
     text = f"{registry.devices.get(device_id, '')} {device_id}".lower()
-    return ("reader" in text or "rfid" in text) and "truck" not in text
+    return ("reader" in text or "rfid" in text) and "truck" not in text and "gate" not in text
 
 
 def _health_threshold(params: RuleParams) -> float:

@@ -638,6 +638,10 @@ def test_device_silent_while_others_report() -> None:
     few = [sighting(epcs[0], T0 + k * HOUR_MS, "gate-1") for k in (1, 2, 3)]
     results = run(SiteState(reg), water + few, T0, T0 + 40 * HOUR_MS)
     assert first(results, "device_offline") is None
+    # ... nor when it saw animals all of a move day and then nothing for days
+    busy = [sighting(epcs[k % 4], T0 + k * 20 * MINUTE_MS, "gate-1") for k in range(80)]
+    results = run(SiteState(reg), water + busy, T0, T0 + 40 * HOUR_MS)
+    assert first(results, "device_offline") is None
     # a GPS tracker that reported all day and parks for the night is not a dead reader
     reg = dataclasses.replace(reg, devices={**reg.devices, "gps-1": "gps"})
     gps = [Reading("position", "gps-1", t, t, {"lat": 0.0, "lon": 0.0})
