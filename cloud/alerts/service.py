@@ -642,10 +642,15 @@ _UNIT_INTERVAL: Final = frozenset(name for name in _PARAM_FIELDS
                                       "health_factor_sick"))
 
 
+_MAX_DURATION_MS: Final = 30 * 86_400_000
+_MAX_BASELINE_DAYS: Final = 60
+
+
 def validate_params(params: Mapping[str, object]) -> dict[str, int | float]:
     """Check overrides against :class:`RuleParams`: known keys, the field's type (an int field
     takes integers only; a float field takes any finite number), and range (durations and
-    counts >= 1, fractions in [0, 1], everything else >= 0). Raises
+    counts >= 1, fractions in [0, 1], everything else >= 0; durations at most 30 days,
+    baseline_days at most 60, eval_interval_ms a divisor of an hour of 1 min or more). Raises
     :class:`InvalidParamsError` naming the first bad key."""
     out: dict[str, int | float] = {}
     for key, value in params.items():
@@ -669,6 +674,16 @@ def validate_params(params: Mapping[str, object]) -> dict[str, int | float]:
             raise InvalidParamsError(key, f"must be between 0 and 1, got {value!r}")
         if number < 0:
             raise InvalidParamsError(key, f"must be >= 0, got {value!r}")
+        # the rules engine is shared by every bank: no override may make it evaluate
+        # without end or allocate without bound
+        if key == "eval_interval_ms" and (number < 60_000 or 3_600_000 % number):
+            raise InvalidParamsError(key, "must be at least 60000 (1 min) and divide an hour "
+                                          f"(valuations run on whole hours), got {value!r}")
+        if key.endswith("_ms") and number > _MAX_DURATION_MS:
+            raise InvalidParamsError(key, f"must be <= {_MAX_DURATION_MS} (30 days), "
+                                          f"got {value!r}")
+        if key == "baseline_days" and number > _MAX_BASELINE_DAYS:
+            raise InvalidParamsError(key, f"must be <= {_MAX_BASELINE_DAYS}, got {value!r}")
         out[key] = number
     return out
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.alerts import service as alerts
 from cloud.alerts import site_views
+from cloud.db.models import IngestedBatch
 from cloud.db.models import Reading as ReadingRow
 from cloud.domain import growth
 from cloud.domain import valuation as val
@@ -108,6 +109,9 @@ class _Site:
     offline_clear_left: int = 0  # evaluations still needed to count an alert's absence
     # per reconcile scope: evaluations still needed to count absences (0: nothing active)
     clear_left: dict[str, int] = dataclasses.field(default_factory=dict)
+    # after a restart: ticks up to here only rebuild the state (their alerts and
+    # valuations were written before the restart)
+    replay_until_ms: int | None = None
 
 
 class DomainEngine:
@@ -125,6 +129,8 @@ class DomainEngine:
         self._by_gateway: dict[str, int] = {}
         self._site_ids: dict[tuple[int, str], int] = {}  # (bank, site code) -> id
         self._loan_ids: dict[tuple[int, str], int] = {}
+        self._bank_sites: dict[int, dict[str, int]] = defaultdict(dict)
+        self._bank_loans: dict[int, dict[str, int]] = defaultdict(dict)
         self._loan_value_parts: dict[int, dict[int, tuple[float, float, float, str]]] = \
             defaultdict(dict)  # loan id -> site id -> (value, low, high, component)
         self.prices = PriceBook()
@@ -141,8 +147,10 @@ class DomainEngine:
         for sid, info in infos.items():
             site = self._sites.get(sid)
             if site is None:
+                # silence counts from the last upload the ingest saw, not from this start
+                seen = info.last_seen_ms if info.last_seen_ms is not None else now
                 self._sites[sid] = _Site(info=info, state=SiteState(info.registry, params[sid]),
-                                         params=params[sid], last_upload_ms=now,
+                                         params=params[sid], last_upload_ms=seen,
                                          offline_clear_left=params[sid].clear_after_ticks)
             else:
                 site.info = info
@@ -155,6 +163,12 @@ class DomainEngine:
                           for sid, s in self._sites.items()}
         self._loan_ids = {(s.info.registry.bank_id, code): lid for s in self._sites.values()
                           for code, lid in s.info.loan_ids.items()}
+        self._bank_sites = defaultdict(dict)
+        for (bank, code), sid in self._site_ids.items():
+            self._bank_sites[bank][code] = sid
+        self._bank_loans = defaultdict(dict)
+        for (bank, code), lid in self._loan_ids.items():
+            self._bank_loans[bank][code] = lid
 
     def _params(self, session: Session, info: SiteInfo) -> RuleParams:
         if self._params_for is None:
@@ -182,27 +196,36 @@ class DomainEngine:
             if mark > site.watermarks.get(gateway_id, -1):
                 site.watermarks[gateway_id] = mark
 
-    def warm_start(self, since_ms: int) -> int:
+    def warm_start(self, since_ms: int) -> set[tuple[str, int]]:
         """Feed the stored readings since ``since_ms`` back through the sites (after a
-        restart). Returns how many were replayed."""
+        restart) so their state is what it was; the ticks they cover rebuild state only
+        (no alert or valuation is written again). Returns the ``(gateway_id, seq)`` of the
+        batches replayed, so a caller can skip those batches if the ingest hands them over
+        too (committed while this ran)."""
         self.load()
-        n = 0
+        replayed: set[tuple[str, int]] = set()
+        now = self.clock_ms()
         with self.sessions() as session:
             rows = session.execute(
                 select(ReadingRow.site_id, ReadingRow.kind, ReadingRow.device_id,
-                       ReadingRow.ts_ms, ReadingRow.recv_ms, ReadingRow.data)
+                       ReadingRow.ts_ms, ReadingRow.recv_ms, ReadingRow.data,
+                       IngestedBatch.gateway_id, IngestedBatch.seq)
+                .join(IngestedBatch, IngestedBatch.id == ReadingRow.batch_id)
                 .where(ReadingRow.ts_ms >= since_ms).order_by(ReadingRow.ts_ms))
-            for site_id, kind, device_id, ts_ms, recv_ms, data in rows:
+            for site_id, kind, device_id, ts_ms, recv_ms, data, gw_id, seq in rows:
+                replayed.add((gw_id, seq))
                 site = self._sites.get(site_id)
                 if site is None:
                     continue
                 site.buffer.append(Reading(kind, device_id, ts_ms, recv_ms, data))
-                n += 1
+                self.stats.readings += 1
                 if kind in _BULK:
                     for gw in site.info.gateways:
                         site.watermarks[gw] = max(site.watermarks.get(gw, -1),
                                                   recv_ms - site.params.lateness_ms)
-        return n
+        for site in self._sites.values():
+            site.replay_until_ms = now - site.params.lateness_ms
+        return replayed
 
     # -- work --------------------------------------------------------------------------
     def step(self) -> int:
@@ -220,8 +243,13 @@ class DomainEngine:
                     site.next_tick_ms = hour + HOUR_MS
                     self._value(sid, site, hour, now)
                 continue
-            self._site_offline(sid, site, now)
-            ticks += self._advance(sid, site, now)
+            try:
+                self._site_offline(sid, site, now)
+                ticks += self._advance(sid, site, now)
+            except Exception:  # e.g. the database went away: this site retries next step,
+                self.stats.rule_errors += 1  # the other sites go on
+                log.exception("rules step failed for site %s",
+                              site.info.registry.site_code)
         return ticks
 
     def _watermark(self, site: _Site) -> int | None:
@@ -247,18 +275,24 @@ class DomainEngine:
         site.buffer.sort(key=lambda r: r.ts_ms)
         taken = 0
         n = 0
-        while site.next_tick_ms <= mark:
-            tick = site.next_tick_ms
-            end = taken
-            while end < len(site.buffer) and site.buffer[end].ts_ms <= tick:
-                end += 1
-            if end > taken:
-                site.state.apply(site.buffer[taken:end])
-                taken = end
-            self._evaluate(sid, site, tick, now)
-            site.next_tick_ms = tick + interval
-            n += 1
-        del site.buffer[:taken]
+        try:
+            while site.next_tick_ms <= mark:
+                tick = site.next_tick_ms
+                end = taken
+                while end < len(site.buffer) and site.buffer[end].ts_ms <= tick:
+                    end += 1
+                if end > taken:
+                    site.state.apply(site.buffer[taken:end])
+                    taken = end
+                if site.replay_until_ms is None or tick > site.replay_until_ms:
+                    self._evaluate(sid, site, tick, now)
+                # on the grid of the current interval (it may have changed by PUT /v1/rules)
+                site.next_tick_ms = (tick // interval + 1) * interval
+                n += 1
+        finally:
+            # applied readings leave the buffer even when an evaluation failed: the retry
+            # evaluates the tick again but must not count its readings twice
+            del site.buffer[:taken]
         # readings stamped before a tick already evaluated (a gateway whose clock or
         # aggregation ran later than the lateness allowance): applied with the next tick
         self.stats.late_readings += sum(1 for r in site.buffer
@@ -299,8 +333,8 @@ class DomainEngine:
     def _reconcile(self, bank_id: int, site_id: int | None, kinds: frozenset[str],
                    conditions: Sequence[Condition], now: int, params: RuleParams,
                    muted: frozenset[str] = frozenset(), loan_id: int | None = None) -> None:
-        site_ids = {code: i for (b, code), i in self._site_ids.items() if b == bank_id}
-        loan_ids = {code: i for (b, code), i in self._loan_ids.items() if b == bank_id}
+        site_ids = self._bank_sites.get(bank_id, {})
+        loan_ids = self._bank_loans.get(bank_id, {})
         with self.sessions() as session, session.begin():
             alerts.reconcile(session, bank_id=bank_id, site_id=site_id, scope_kinds=kinds,
                              conditions=conditions, now_ms=now,

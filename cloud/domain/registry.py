@@ -52,6 +52,7 @@ class SiteInfo:
     gateways: frozenset[str]
     loan_ids: dict[str, int]  # loan code -> id, for the loans pledging at this site
     commodity: str | None  # what the site's collateral is priced as
+    last_seen_ms: int | None = None  # the newest upload of its gateways (ingest clock)
 
 
 def _ms(d: dt.date | None) -> int | None:
@@ -115,8 +116,11 @@ def load_sites(session: Session) -> dict[int, SiteInfo]:
     for d in session.scalars(select(Device)):
         devices[d.site_id][d.device_id] = d.kind or ""
     gateways: dict[int, set[str]] = defaultdict(set)
+    last_seen: dict[int, int] = {}
     for gw in session.scalars(select(Gateway).where(Gateway.disabled.is_(False))):
         gateways[gw.site_id].add(gw.gateway_id)
+        if gw.last_seen_ms is not None:
+            last_seen[gw.site_id] = max(last_seen.get(gw.site_id, 0), gw.last_seen_ms)
     trucks: dict[int, set[str]] = defaultdict(set)
     for site_id, orders in releases.items():
         trucks[site_id].update(o.truck_id for o in orders if o.truck_id)
@@ -155,7 +159,7 @@ def load_sites(session: Session) -> dict[int, SiteInfo]:
         out[site.id] = SiteInfo(site_id=site.id, registry=registry,
                                 gateways=frozenset(gateways.get(site.id, ())),
                                 loan_ids={ln.code: ln.id for ln in site_loans},
-                                commodity=commodity)
+                                commodity=commodity, last_seen_ms=last_seen.get(site.id))
     return out
 
 

@@ -1,15 +1,18 @@
 """Runs the :class:`~cloud.domain.engine.DomainEngine` inside ``cloud serve``.
 
-The ingest hands every committed batch to :meth:`RulesRunner.on_stored` (in the event loop,
-cheap: it only buffers); :meth:`RulesRunner.run` evaluates every ``interval_s`` in a worker
-thread and re-reads the registry every ``reload_s`` (new pledges, release orders, prices).
-One lock serialises the two, so the engine sees one thread at a time. After a restart the
-engine is rebuilt from the stored readings of the last ``warm_days``.
+The ingest hands every committed batch to :meth:`RulesRunner.on_stored` (in the event loop;
+it only appends to an inbox, never waits); :meth:`RulesRunner.run` drains the inbox and
+evaluates every ``interval_s`` in a worker thread, and re-reads the registry every
+``reload_s`` (new pledges, release orders, prices). After a restart the engine state is
+rebuilt from the stored readings of the last ``baseline_days`` + 2 days without writing
+their alerts again; batches the ingest hands over that the rebuild already read are
+skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -38,22 +41,33 @@ class RulesRunner:
         self.interval_s = interval_s
         self.reload_s = reload_s
         self._lock = threading.Lock()
+        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
+        self._replayed: set[tuple[str, int]] = set()
         self.errors = 0
 
     async def on_stored(self, gateway_id: str, batch: Any) -> None:
-        with self._lock:
+        # never wait for the engine on the event loop: the worker drains this inbox
+        self._inbox.append((gateway_id, batch))
+
+    def _drain(self) -> None:
+        while self._inbox:
+            gateway_id, batch = self._inbox.popleft()
+            if (gateway_id, batch.seq) in self._replayed:
+                continue  # committed while the warm start read it: already in the state
             self.engine.on_batch(gateway_id, batch)
 
     def _warm(self) -> int:
         params = self.engine.default_params
         since = self.clock_ms() - (params.baseline_days + 2) * DAY_MS
         with self._lock:
-            return self.engine.warm_start(since)
+            self._replayed = self.engine.warm_start(since)
+            return self.engine.stats.readings
 
     def _step(self, reload: bool) -> int:
         with self._lock:
             if reload:
                 self.engine.load()
+            self._drain()
             return self.engine.step()
 
     async def run(self) -> None:

@@ -296,8 +296,9 @@ async def run_async(scenario_path: Path, out_dir: Path, *, speed: float | None =
         domain.step()
         if on_alert is not None:
             with sessions() as session:
-                rows = session.scalars(select(Alert).where(Alert.id.not_in(seen_alerts))
-                                       if seen_alerts else select(Alert)).all()
+                rows = session.scalars(select(Alert).where(Alert.id > max(seen_alerts,
+                                                                          default=0))
+                                       .order_by(Alert.id)).all()
                 for a in rows:
                     seen_alerts.add(a.id)
                     rec = _alert_record(a, site_codes, loan_codes)
