@@ -44,7 +44,7 @@ from cloud.alerts import service as alerts
 from cloud.alerts import site_views
 from cloud.db.models import IngestedBatch
 from cloud.db.models import Reading as ReadingRow
-from cloud.domain import growth
+from cloud.domain import growth, rules
 from cloud.domain import valuation as val
 from cloud.domain.model import (
     DAY_MS,
@@ -371,21 +371,11 @@ class DomainEngine:
         day = tick // DAY_MS * DAY_MS
         today = self.prices.per_kg(reg.bank_id, site.info.commodity, day)
         before = self.prices.per_kg(reg.bank_id, site.info.commodity, day - 1)
-        if today is None or not before:
-            return []
-        change = today / before - 1.0
-        if abs(change) <= site.params.price_shock_fraction:
-            return []
         # one alert per loan the site's collateral secures: the bank re-prices loans
-        return [Condition(
-            kind="price_shock", severity="high" if change < 0 else "info",
-            subject_type="loan", subject_id=loan.code, site_code=reg.site_code,
-            loan_code=loan.code, event_time_ms=day,
-            summary=f"{site.info.commodity} price {change:+.1%} day over day "
-                    f"(collateral of {loan.code} at {reg.site_code})",
-            evidence={"commodity": site.info.commodity, "price_before_per_kg": before,
-                      "price_per_kg": today, "change": change})
-            for loan in reg.loans]
+        found = (rules.price_shock_condition(site.info.commodity or "", before, today,
+                                             site.params, site_code=reg.site_code, ts_ms=day,
+                                             loan_code=loan.code) for loan in reg.loans)
+        return [c for c in found if c is not None]
 
     # -- valuation -----------------------------------------------------------------------
     def _value(self, sid: int, site: _Site, tick: int, now: int) -> None:
@@ -439,19 +429,8 @@ class DomainEngine:
                                     inventory=inventory)
         if self.on_valuation is not None:
             self.on_valuation(lv)
-        conditions = []
-        if cov.status != "ok":
-            severity = {"warning": "warning", "margin_call": "high",
-                        "liquidation": "critical"}[cov.status]
-            conditions.append(Condition(
-                kind="coverage_breach", severity=severity,  # type: ignore[arg-type]
-                subject_type="loan", subject_id=loan.code, site_code=None,
-                loan_code=loan.code, event_time_ms=tick,
-                summary=f"loan {loan.code} LTV {cov.ltv:.0%} above its {cov.status} line",
-                evidence={"value": value, "low": low, "high": high,
-                          "outstanding": loan.outstanding, "ltv": cov.ltv,
-                          "ltv_line": loan.ltv_line, "margin_call_line": loan.margin_call_line,
-                          "liquidation_line": loan.liquidation_line}))
+        found = rules.coverage_condition(loan, value, tick, low=low, high=high)
+        conditions = [found] if found is not None else []
         self._reconcile(bank_id, None, frozenset({"coverage_breach"}), conditions, now,
                         self.default_params, loan_id=loan_id)
 

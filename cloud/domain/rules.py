@@ -49,6 +49,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from cloud.domain import valuation
 from cloud.domain.model import Condition, LoanInfo, RuleParams
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "HealthScores",
     "alarm_episodes",
     "coverage_condition",
-    "coverage_status",
     "decline_scan",
     "feed_drop",
     "health_scores",
@@ -439,18 +439,6 @@ def points_in_polygons(lat: npt.ArrayLike, lon: npt.ArrayLike,
 
 
 # -- coverage and prices (engine helpers) ----------------------------------------------------
-def coverage_status(ltv: float, loan: LoanInfo) -> str:
-    """``ok`` / ``warning`` / ``margin_call`` / ``liquidation`` for a loan-to-value ratio
-    (outstanding / collateral value) against the loan's lines."""
-    if ltv >= loan.liquidation_line:
-        return "liquidation"
-    if ltv >= loan.margin_call_line:
-        return "margin_call"
-    if ltv > loan.ltv_line:
-        return "warning"
-    return "ok"
-
-
 _COVERAGE_SEVERITY: Final = {"warning": "warning", "margin_call": "high",
                              "liquidation": "critical"}
 
@@ -462,8 +450,12 @@ def coverage_condition(loan: LoanInfo, value: float, ts_ms: int, *,
     liquidation-level breach while anything is outstanding."""
     if loan.outstanding <= 0:
         return None
-    ltv = loan.outstanding / value if value > 0 else math.inf
-    status = coverage_status(ltv, loan)
+    # the status as the stored valuation has it (one definition of the lines: an LTV on a
+    # line has not crossed it)
+    cov = valuation.coverage(value, low if low is not None else value,
+                             high if high is not None else value, loan.outstanding,
+                             loan.ltv_line, loan.margin_call_line, loan.liquidation_line)
+    ltv, status = cov.ltv, cov.status
     if status == "ok":
         return None
     return Condition(
