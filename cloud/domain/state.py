@@ -1146,7 +1146,9 @@ class SiteState:
             return []
         out = []
         threshold = _health_threshold(self.params)
-        alarm = scores.alarm & ~self._immobile_mask()
+        # an animal that is not read at all is missing (or dead), not eating less: its empty
+        # bins say nothing about its health
+        alarm = scores.alarm & ~self._immobile_mask() & ~self._missing_mask()
         recent_bins = recent * BINS_PER_DAY
         first_recent = end_bin - recent_bins + 1  # absolute bin of the first recent bin
         for i in np.flatnonzero(alarm).tolist():
