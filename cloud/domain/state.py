@@ -1140,15 +1140,20 @@ class SiteState:
         moved = np.array(self._m_moved, dtype=np.int64)
         return (moved >= 0) & (ts - moved >= HEALTH_BIN_MS)
 
+    def _health_alarm(self, scores: Any) -> BoolArray:
+        """Animals the health score flags, less those not read at all: a missing or dead
+        animal's empty bins say nothing about its health (they are animal_missing's or
+        tag_inactive's business)."""
+        alarm: BoolArray = scores.alarm & ~self._immobile_mask() & ~self._missing_mask()
+        return alarm
+
     def _health_anomaly(self, tick: int) -> list[Condition]:
         scores, end_bin, recent = self._health(tick)
         if scores is None:
             return []
         out = []
         threshold = _health_threshold(self.params)
-        # an animal that is not read at all is missing (or dead), not eating less: its empty
-        # bins say nothing about its health
-        alarm = scores.alarm & ~self._immobile_mask() & ~self._missing_mask()
+        alarm = self._health_alarm(scores)
         recent_bins = recent * BINS_PER_DAY
         first_recent = end_bin - recent_bins + 1  # absolute bin of the first recent bin
         for i in np.flatnonzero(alarm).tolist():
@@ -1426,7 +1431,7 @@ class SiteState:
         scores, _, _ = self._health(tick_ms)
         factor = np.ones(n, dtype=np.float64)
         if scores is not None:
-            factor[scores.alarm] = self.params.health_factor_sick
+            factor[self._health_alarm(scores)] = self.params.health_factor_sick
         counts = np.minimum(np.array(self._w_n, dtype=np.int64), WEIGHINGS_KEPT)
         totals = np.array(self._w_n, dtype=np.int64)
         start = np.zeros(n + 1, dtype=np.int64)

@@ -400,3 +400,22 @@ def test_health_is_the_same_whatever_the_chunking() -> None:
     whole = conditions(100_000)
     assert sum(len(cs) for _, cs in whole) > 0
     assert conditions(97) == whole
+
+
+def test_a_missing_animal_is_not_called_sick(herd: Herd, alarms: dict[str, int]) -> None:
+    """Its empty bins look like a decline, but an animal no reader sees is missing (a theft,
+    say), which animal_missing reports; health_anomaly stays quiet about it."""
+    tick = START_MS + (DAYS - 1) * DAY_MS
+    readings = [r for r in herd.readings if r.ts_ms <= tick]
+    st = SiteState(herd.registry)
+    st.apply(readings)
+    flagged = sorted(c.subject_id for c in st.evaluate(tick) if c.kind == "health_anomaly")
+    assert flagged
+    victim = flagged[0]
+    cut = tick - 13 * 3_600_000  # unseen for longer than the 12 h missing window
+    st = SiteState(herd.registry)
+    st.apply([r for r in readings if not (r.data.get("epc") == victim and r.ts_ms > cut)])
+    conds = st.evaluate(tick)
+    assert victim in {c.subject_id for c in conds if c.kind == "animal_missing"}
+    assert victim not in {c.subject_id for c in conds if c.kind == "health_anomaly"}
+    assert set(flagged[1:]) <= {c.subject_id for c in conds if c.kind == "health_anomaly"}
