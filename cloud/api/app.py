@@ -95,18 +95,6 @@ def _default_ingest(settings: CloudSettings, factory: sessionmaker[Session],
     return runner
 
 
-def _chain_hooks(first: Any, second: Any) -> Any:
-    """One ``on_stored`` hook calling ``first`` (may be None) then ``second``."""
-    if first is None:
-        return second
-
-    async def both(gateway_id: str, batch: Any) -> None:
-        await first(gateway_id, batch)
-        await second(gateway_id, batch)
-
-    return both
-
-
 async def _cancel_on_exit(coro: Any) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await coro
@@ -162,7 +150,6 @@ def create_app(settings: CloudSettings, *, ingest: IngestFactory | None = None) 
 
                 rules = RulesRunner(factory, clock_ms=_wall_clock_ms,
                                     interval_s=settings.rules_interval_s)
-                hook = _chain_hooks(hook, rules.on_stored)
             app.state.rules = rules
             service = ingest_factory(settings, factory, hook)
             app.state.ingest = service

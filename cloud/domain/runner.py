@@ -1,12 +1,18 @@
 """Runs the :class:`~cloud.domain.engine.DomainEngine` inside ``cloud serve``.
 
-The ingest hands every committed batch to :meth:`RulesRunner.on_stored` (in the event loop;
-it only appends to an inbox, never waits); :meth:`RulesRunner.run` drains the inbox and
-evaluates every ``interval_s`` in a worker thread, and re-reads the registry every
-``reload_s`` (new pledges, release orders, prices). After a restart the engine state is
-rebuilt from the stored readings of the last ``baseline_days`` + 2 days without writing
-their alerts again; batches the ingest hands over that the rebuild already read are
-skipped.
+The engine needs every batch of every gateway of a site, whichever cloud process ingested
+it (several processes share one database and split the MQTT subscription), so it does not
+listen to this process's ingest: it tails the ``ingested_batches`` table. Each step reads
+the batches received since the last one, with an overlap of :data:`TAIL_OVERLAP_MS`
+because a batch committed by another process can become visible after a later one; the
+``(gateway_id, seq)`` already handed to the engine are remembered for that window, so none
+is applied twice. Run the rules in exactly one process (``PLEDGEWATCH_RULES_ENABLED=false``
+on the others).
+
+:meth:`RulesRunner.run` evaluates every ``interval_s`` in a worker thread (never on the
+event loop) and re-reads the registry every ``reload_s`` (new pledges, release orders,
+prices). After a restart the engine state is rebuilt from the stored readings of the last
+``baseline_days`` + 2 days without writing their alerts again.
 """
 
 from __future__ import annotations
@@ -14,20 +20,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Final
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.alerts.service import rule_params
+from cloud.db.models import IngestedBatch
+from cloud.db.models import Reading as ReadingRow
 from cloud.domain.engine import DomainEngine
 from cloud.domain.model import DAY_MS, RuleParams
+from protocols.uplink import Batch, Reading
 
-__all__ = ["RulesRunner"]
+__all__ = ["TAIL_OVERLAP_MS", "RulesRunner"]
 
 log = logging.getLogger(__name__)
+
+TAIL_OVERLAP_MS: Final = 60_000  # a batch may become visible this long after a later one
+_IN_CHUNK: Final = 500
 
 
 class RulesRunner:
@@ -40,35 +52,53 @@ class RulesRunner:
         self.clock_ms = clock_ms
         self.interval_s = interval_s
         self.reload_s = reload_s
-        self._lock = threading.Lock()
-        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
-        self._replayed: set[tuple[str, int]] = set()
+        self.sessions = sessions
+        self._seen: dict[tuple[str, int], int] = {}  # (gateway, seq) -> received_ms
+        self._since_ms = 0
         self.errors = 0
-
-    async def on_stored(self, gateway_id: str, batch: Any) -> None:
-        # never wait for the engine on the event loop: the worker drains this inbox
-        self._inbox.append((gateway_id, batch))
-
-    def _drain(self) -> None:
-        while self._inbox:
-            gateway_id, batch = self._inbox.popleft()
-            if (gateway_id, batch.seq) in self._replayed:
-                continue  # committed while the warm start read it: already in the state
-            self.engine.on_batch(gateway_id, batch)
 
     def _warm(self) -> int:
         params = self.engine.default_params
-        since = self.clock_ms() - (params.baseline_days + 2) * DAY_MS
-        with self._lock:
-            self._replayed = self.engine.warm_start(since)
-            return self.engine.stats.readings
+        now = self.clock_ms()
+        replayed = self.engine.warm_start(now - (params.baseline_days + 2) * DAY_MS)
+        self._seen = {key: now for key in replayed}
+        self._since_ms = now
+        return self.engine.stats.readings
+
+    def _tail(self) -> int:
+        """Hand the engine every batch received since the last step. Returns how many."""
+        with self.sessions() as session:
+            batches = session.execute(
+                select(IngestedBatch.id, IngestedBatch.gateway_id, IngestedBatch.seq,
+                       IngestedBatch.created_ms, IngestedBatch.received_ms)
+                .where(IngestedBatch.received_ms >= self._since_ms - TAIL_OVERLAP_MS)
+                .order_by(IngestedBatch.received_ms, IngestedBatch.id)).all()
+            new = [b for b in batches if (b.gateway_id, b.seq) not in self._seen]
+            readings: dict[int, list[Reading]] = collections.defaultdict(list)
+            ids = [b.id for b in new]
+            for lo in range(0, len(ids), _IN_CHUNK):
+                rows = session.execute(
+                    select(ReadingRow.batch_id, ReadingRow.kind, ReadingRow.device_id,
+                           ReadingRow.ts_ms, ReadingRow.recv_ms, ReadingRow.data)
+                    .where(ReadingRow.batch_id.in_(ids[lo:lo + _IN_CHUNK]))
+                    .order_by(ReadingRow.id))
+                for batch_id, kind, device_id, ts_ms, recv_ms, data in rows:
+                    readings[batch_id].append(Reading(kind, device_id, ts_ms, recv_ms, data))
+        for b in new:
+            self._seen[(b.gateway_id, b.seq)] = b.received_ms
+            self._since_ms = max(self._since_ms, b.received_ms)
+            self.engine.on_batch(b.gateway_id, Batch(b.gateway_id, b.seq, b.created_ms,
+                                                     tuple(readings.get(b.id, ()))))
+        horizon = self._since_ms - 2 * TAIL_OVERLAP_MS
+        if len(self._seen) > 4 * len(new) + 1000:
+            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+        return len(new)
 
     def _step(self, reload: bool) -> int:
-        with self._lock:
-            if reload:
-                self.engine.load()
-            self._drain()
-            return self.engine.step()
+        if reload:
+            self.engine.load()
+        self._tail()
+        return self.engine.step()
 
     async def run(self) -> None:
         n = await asyncio.to_thread(self._warm)

@@ -168,3 +168,35 @@ def test_rule_overrides_that_would_stall_the_shared_engine_are_refused(key: str,
         alerts.validate_params({key: value})
     assert alerts.validate_params({"eval_interval_ms": 15 * MIN}) == {
         "eval_interval_ms": 15 * MIN}
+
+
+def test_the_rules_runner_tails_batches_any_process_stored_once_each(tmp_path: Path) -> None:
+    """The rules process sees batches another cloud process ingested (it reads the table,
+    not its own ingest), including one that became visible after a later one, and hands
+    each to the engine once."""
+    from cloud.domain.runner import RulesRunner
+
+    sessions = _db(tmp_path, "ranch")
+    clock = Clock()
+    runner = RulesRunner(sessions, clock_ms=clock)
+    clock.now = T0 + HOUR
+    runner._warm()
+
+    def insert(seq: int, received_ms: int) -> None:
+        with sessions() as s, s.begin():
+            site_id = s.scalar(select(m.Site.id))
+            batch = m.IngestedBatch(gateway_id="gw-1", seq=seq, created_ms=received_ms,
+                                    received_ms=received_ms, readings=2)
+            s.add(batch)
+            s.flush()
+            for k in range(2):
+                s.add(m.Reading(site_id=site_id, batch_id=batch.id, device_id="gateway:gw-1",
+                                kind="heartbeat", ts_ms=received_ms + k, recv_ms=received_ms,
+                                data={"outbox_readings": 0}))
+
+    insert(1, T0 + HOUR + 10_000)
+    assert runner._tail() == 1 and runner._tail() == 0
+    insert(3, T0 + HOUR + 20_000)
+    insert(2, T0 + HOUR + 5_000)  # committed late by another process, stamped earlier
+    assert runner._tail() == 2 and runner._tail() == 0
+    assert runner.engine.stats.readings == 6
