@@ -650,7 +650,7 @@ def validate_params(params: Mapping[str, object]) -> dict[str, int | float]:
     """Check overrides against :class:`RuleParams`: known keys, the field's type (an int field
     takes integers only; a float field takes any finite number), and range (durations and
     counts >= 1, fractions in [0, 1], everything else >= 0; durations at most 30 days,
-    baseline_days at most 60, eval_interval_ms a divisor of an hour of 1 min or more). Raises
+    baseline_days at most 60, eval_interval_ms a divisor of an hour of 1 s or more). Raises
     :class:`InvalidParamsError` naming the first bad key."""
     out: dict[str, int | float] = {}
     for key, value in params.items():
@@ -676,8 +676,8 @@ def validate_params(params: Mapping[str, object]) -> dict[str, int | float]:
             raise InvalidParamsError(key, f"must be >= 0, got {value!r}")
         # the rules engine is shared by every bank: no override may make it evaluate
         # without end or allocate without bound
-        if key == "eval_interval_ms" and (number < 60_000 or 3_600_000 % number):
-            raise InvalidParamsError(key, "must be at least 60000 (1 min) and divide an hour "
+        if key == "eval_interval_ms" and (number < 1_000 or 3_600_000 % number):
+            raise InvalidParamsError(key, "must be at least 1000 (1 s) and divide an hour "
                                           f"(valuations run on whole hours), got {value!r}")
         if key.endswith("_ms") and number > _MAX_DURATION_MS:
             raise InvalidParamsError(key, f"must be <= {_MAX_DURATION_MS} (30 days), "
