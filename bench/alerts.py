@@ -306,6 +306,8 @@ def run(seconds: float = 25.0, drain_s: float = 15.0) -> list[dict[str, Any]]:
         env = {**os.environ, "PLEDGEWATCH_DATABASE_URL": db_url,
                "PLEDGEWATCH_SECRET_KEY": secrets.token_urlsafe(32),
                "PLEDGEWATCH_RULES_INTERVAL_S": str(RULES_INTERVAL_S),
+               # the poll below asks every 20 ms: above the default per-token rate limit
+               "PLEDGEWATCH_API_RATE_PER_S": "1000", "PLEDGEWATCH_API_BURST": "1000",
                "PYTHONPATH": str(ROOT)}
         log = d / "cloud.log"
         with log.open("wb") as log_f:
