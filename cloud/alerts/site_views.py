@@ -16,7 +16,7 @@ import binascii
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
@@ -255,21 +255,11 @@ def site_positions(session: Session, *, bank_id: int, site_id: int,
     """GPS fixes of the site in time order (``ts_ms``, id), keyset-paged, with the site's
     geofences."""
     _own_site(session, bank_id, site_id)
-    limit = max(1, min(limit, MAX_PAGE))
-    query = select(Position).where(Position.site_id == site_id)
-    if since_ms is not None:
-        query = query.where(Position.ts_ms >= since_ms)
-    if cursor:
-        ts, row_id = _ints(_decode(cursor, "p"))
-        query = query.where(or_(Position.ts_ms > ts,
-                                and_(Position.ts_ms == ts, Position.id > row_id)))
-    rows = session.scalars(query.order_by(Position.ts_ms, Position.id).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = _time_page(session, Position, Position.ts_ms, "p", site_id=site_id,
+                                   since_ms=since_ms, limit=limit, cursor=cursor)
     items = [{"device_id": p.device_id, "lat": p.lat, "lon": p.lon, "ts_ms": p.ts_ms,
               "at": iso(p.ts_ms)} for p in rows]
-    return PositionsPage(items, _encode("p", f"{rows[-1].ts_ms}:{rows[-1].id}") if more
-                         else None, site_geofences(session, site_id=site_id))
+    return PositionsPage(items, next_cursor, site_geofences(session, site_id=site_id))
 
 
 def site_weigh_tickets(session: Session, *, bank_id: int, site_id: int,
@@ -277,23 +267,33 @@ def site_weigh_tickets(session: Session, *, bank_id: int, site_id: int,
                        cursor: str | None = None) -> Page:
     """Weighbridge tickets of the site in order of their out time, keyset-paged."""
     _own_site(session, bank_id, site_id)
-    limit = max(1, min(limit, MAX_PAGE))
-    query = select(WeighTicket).where(WeighTicket.site_id == site_id)
-    if since_ms is not None:
-        query = query.where(WeighTicket.out_ms >= since_ms)
-    if cursor:
-        ts, row_id = _ints(_decode(cursor, "w"))
-        query = query.where(or_(WeighTicket.out_ms > ts,
-                                and_(WeighTicket.out_ms == ts, WeighTicket.id > row_id)))
-    rows = session.scalars(query.order_by(WeighTicket.out_ms, WeighTicket.id)
-                           .limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = _time_page(session, WeighTicket, WeighTicket.out_ms, "w",
+                                   site_id=site_id, since_ms=since_ms, limit=limit,
+                                   cursor=cursor)
     items = [{"id": t.id, "device_id": t.device_id, "truck_id": t.truck_id,
               "direction": t.direction, "gross_kg": t.gross_kg, "tare_kg": t.tare_kg,
               "net_kg": t.net_kg, "in_at": iso(t.in_ms), "out_at": iso(t.out_ms),
               "in_ms": t.in_ms, "out_ms": t.out_ms} for t in rows]
-    return Page(items, _encode("w", f"{rows[-1].out_ms}:{rows[-1].id}") if more else None)
+    return Page(items, next_cursor)
+
+
+def _time_page(session: Session, model: Any, ts_col: Any, tag: str, *, site_id: int,
+               since_ms: int | None, limit: int, cursor: str | None
+               ) -> tuple[Sequence[Any], str | None]:
+    """One keyset page of ``model`` rows of a site in (``ts_col``, id) order from
+    ``since_ms``, and the cursor of the next page (None on the last)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(model).where(model.site_id == site_id)
+    if since_ms is not None:
+        query = query.where(ts_col >= since_ms)
+    if cursor:
+        ts, row_id = _ints(_decode(cursor, tag))
+        query = query.where(or_(ts_col > ts, and_(ts_col == ts, model.id > row_id)))
+    rows = session.scalars(query.order_by(ts_col, model.id).limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode(tag, f"{getattr(last, ts_col.key)}:{last.id}")
 
 
 def _ints(parts: list[str]) -> tuple[int, int]:
