@@ -255,12 +255,10 @@ class DomainEngine:
     def _watermark(self, site: _Site) -> int | None:
         if not site.info.gateways:
             return None
-        marks = [site.watermarks.get(gw) for gw in site.info.gateways]
-        if any(m is None for m in marks):
-            # a gateway that never uploaded does not hold the others back forever
-            present = [m for m in marks if m is not None]
-            return min(present) if present else None
-        return min(m for m in marks if m is not None)
+        # the slowest gateway that has uploaded; one that never did does not hold the
+        # others back forever
+        return min((site.watermarks[gw] for gw in site.info.gateways
+                    if gw in site.watermarks), default=None)
 
     def _advance(self, sid: int, site: _Site, now: int) -> int:
         mark = self._watermark(site)
